@@ -1,0 +1,54 @@
+//! `dbsweep ls`: sweeps and their runs, as the store has them now.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Error, table};
+use crate::store::{Store, SweepSummary};
+
+/// Lists every sweep (or only `only`) with its runs.
+pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let Some(store) = Store::open_existing(db)? else {
+        if as_json {
+            writeln!(out, "[]")?;
+        } else {
+            writeln!(out, "no sweeps yet in {} (register one with `dbsweep submit SWEEP.yaml`)", db.display())?;
+        }
+        return Ok(());
+    };
+    let sweeps: Vec<SweepSummary> = match only {
+        Some(key) => vec![store.sweep(key)?],
+        None => store.sweeps()?,
+    };
+    let mut docs = Vec::new();
+    for (i, sweep) in sweeps.iter().enumerate() {
+        let runs = store.sweep_runs(&sweep.id)?;
+        if as_json {
+            docs.push(json!({"sweep": sweep, "runs": runs}));
+            continue;
+        }
+        let counts: Vec<String> = sweep.counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "sweep {} ({}, {} runs: {}) from {}, created {}", sweep.id, sweep.method, sweep.total, counts.join(", "), sweep.file, sweep.created_at)?;
+        let keys: Vec<String> = runs.first().map(|r| r.swept.keys().cloned().collect()).unwrap_or_default();
+        let mut headers = vec!["#".to_string(), "RUN ID".to_string(), "STATUS".to_string(), "ATTEMPT".to_string()];
+        headers.extend(keys.iter().cloned());
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.position.to_string(), r.id.clone(), r.status.to_string(), r.attempt.to_string()];
+                row.extend(keys.iter().map(|k| r.swept.get(k).map(table::cell).unwrap_or_default()));
+                row
+            })
+            .collect();
+        write!(out, "{}", table::render(&headers, &rows))?;
+    }
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&docs).expect("json"))?;
+    }
+    Ok(())
+}

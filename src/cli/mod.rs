@@ -1,0 +1,107 @@
+//! The command line: clap definitions and one small module per command. Commands parse,
+//! call the library, and print; they hold no logic of their own.
+
+mod ls;
+mod plan;
+mod show;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::store::{DB_FILE, StoreError};
+
+/// Declarative DreamBooth sweeps: expand, schedule, train, track, compare, reproduce.
+#[derive(Debug, Parser)]
+#[command(name = "dbsweep", version, about)]
+pub struct Cli {
+    /// Output root: run folders and the lineage store `dbsweep.sqlite`.
+    #[arg(long, global = true, env = "DBSWEEP_ROOT", default_value = "experiments")]
+    pub root: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings shared by the commands that read a sweep file.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// The sweep file (YAML).
+    pub sweep: PathBuf,
+    /// Override a setting for every run: `--set train.batch_size=2` (repeatable; a YAML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// dbsweep's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a sweep file and show the runs it expands to (nothing is written).
+    Plan {
+        /// The sweep.
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a sweep's runs in the lineage store as pending (finished runs are reused).
+    Submit {
+        /// The sweep.
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Add a new run even for configurations that already finished.
+        #[arg(long)]
+        rerun: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sweeps and their runs with status.
+    Ls {
+        /// Only this sweep (id or name).
+        sweep: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the whole lineage record of one run.
+    Show {
+        /// The run id.
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A sweep or configuration file, variable or flag is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The lineage store failed or lacks what was asked for.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A command-line value is invalid.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs `cli` with the process environment `env`, writing results to `out`.
+pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<(), Error> {
+    let db = cli.root.join(DB_FILE);
+    match cli.command {
+        Command::Plan { sweep, json } => plan::plan(&sweep, env, &db, json, out),
+        Command::Submit { sweep, rerun, json } => plan::submit(&sweep, env, &db, rerun, json, out),
+        Command::Ls { sweep, json } => ls::ls(&db, sweep.as_deref(), json, out),
+        Command::Show { run_id, json } => show::show(&db, &run_id, json, out),
+    }
+}

@@ -1,0 +1,115 @@
+//! `dbsweep plan` and `dbsweep submit`: expand a sweep file; show it, or register it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Error, SweepArgs, table};
+use crate::store::{CodeVersion, Store};
+use crate::sweep::{self, Plan};
+
+fn build(args: &SweepArgs, env: &[(String, String)]) -> Result<Plan, Error> {
+    let spec = sweep::load(&args.sweep)?;
+    Ok(Plan::build(spec, env.iter().cloned(), &args.set)?)
+}
+
+fn header(plan: &Plan) -> String {
+    let metric = plan.spec.metric.as_ref().map(|m| format!(", {} {}", m.goal.as_str(), m.name)).unwrap_or_default();
+    format!(
+        "sweep {} ({}, {} runs{metric}) from {}\n",
+        plan.sweep_id,
+        plan.spec.method.as_str(),
+        plan.runs.len(),
+        plan.spec.file.display()
+    )
+}
+
+fn swept_cells(plan: &Plan, run: &sweep::PlannedRun) -> Vec<String> {
+    plan.values(run).map(table::cell).collect()
+}
+
+/// `dbsweep plan`: prints the runs, and for each whether the store already has it.
+pub fn plan(args: &SweepArgs, env: &[(String, String)], db: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let plan = build(args, env)?;
+    let hashes: Vec<_> = plan.runs.iter().map(|r| r.config_hash).collect();
+    let known = match Store::open_existing(db)? {
+        Some(store) => store.runs_by_hash(&hashes)?,
+        None => HashMap::new(),
+    };
+    let in_store = |run: &sweep::PlannedRun| known.get(&run.config_hash);
+    if as_json {
+        let runs: Vec<Value> = plan
+            .runs
+            .iter()
+            .map(|r| {
+                let values: serde_json::Map<String, Value> = plan.keys.iter().cloned().zip(plan.values(r).cloned()).collect();
+                let stored = in_store(r).map(|(id, status)| json!({"run_id": id, "status": status}));
+                json!({"position": r.position, "run_id": r.run_id, "config_hash": r.config_hash.to_string(), "values": values, "in_store": stored})
+            })
+            .collect();
+        let doc = json!({
+            "sweep_id": plan.sweep_id, "name": plan.spec.name, "method": plan.spec.method.as_str(),
+            "metric": plan.spec.metric.as_ref().map(|m| json!({"name": m.name, "goal": m.goal.as_str()})),
+            "keys": plan.keys, "runs": runs,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
+        return Ok(());
+    }
+    let mut headers = vec!["#".to_string(), "RUN ID".to_string()];
+    headers.extend(plan.keys.iter().cloned());
+    headers.push("IN STORE".into());
+    let rows: Vec<Vec<String>> = plan
+        .runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.position.to_string(), r.run_id.clone()];
+            row.extend(swept_cells(&plan, r));
+            row.push(match in_store(r) {
+                Some((id, status)) if *id == r.run_id => status.to_string(),
+                Some((id, status)) => format!("{status} as {id}"),
+                None => "-".into(),
+            });
+            row
+        })
+        .collect();
+    write!(out, "{}{}", header(&plan), table::render(&headers, &rows))?;
+    Ok(())
+}
+
+/// `dbsweep submit`: registers the sweep and its runs.
+pub fn submit(args: &SweepArgs, env: &[(String, String)], db: &Path, rerun: bool, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let plan = build(args, env)?;
+    let mut store = Store::open(db)?;
+    let reg = store.register(&plan, &CodeVersion::current(), rerun)?;
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&reg).expect("json"))?;
+        return Ok(());
+    }
+    let new = reg.runs.iter().filter(|r| r.outcome != crate::store::Outcome::Existing).count();
+    let verb = if reg.sweep_created { "registered" } else { "already registered" };
+    write!(out, "{}", header(&plan))?;
+    writeln!(out, "{verb} in {}: {new} new runs, {} reused", store.path().display(), reg.runs.len() - new)?;
+    let mut headers = vec!["#".to_string(), "RUN ID".to_string()];
+    headers.extend(plan.keys.iter().cloned());
+    headers.extend(["STATUS".to_string(), "REGISTERED".to_string()]);
+    let rows: Vec<Vec<String>> = plan
+        .runs
+        .iter()
+        .zip(&reg.runs)
+        .map(|(planned, r)| {
+            let mut row = vec![r.position.to_string(), r.run_id.clone()];
+            row.extend(swept_cells(&plan, planned));
+            row.push(r.status.to_string());
+            row.push(match &r.outcome {
+                crate::store::Outcome::New => "new".into(),
+                crate::store::Outcome::Rerun(of) => format!("rerun of {of}"),
+                crate::store::Outcome::Existing => "existing".into(),
+            });
+            row
+        })
+        .collect();
+    write!(out, "{}", table::render(&headers, &rows))?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `dbsweep show RUN_ID`: the whole lineage record of one run.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{Error, table};
+use crate::store::{Store, StoreError};
+
+/// Prints everything the store knows about `run_id`.
+pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let Some(store) = Store::open_existing(db)? else {
+        return Err(StoreError::NotFound { what: "run", id: run_id.into(), hint: None }.into());
+    };
+    let rec = store.run(run_id)?;
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rec).expect("json"))?;
+        return Ok(());
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "run {}  status {}  attempt {}", rec.id, rec.status, rec.attempt)?;
+    writeln!(out, "config hash  {}", rec.config_hash)?;
+    writeln!(out, "seed         {}", rec.seed)?;
+    writeln!(out, "code         {}", rec.code_version)?;
+    let sweeps: Vec<String> = rec.sweeps.iter().map(|s| format!("{} #{}", s.sweep_id, s.position)).collect();
+    writeln!(out, "sweeps       {}", sweeps.join(", "))?;
+    writeln!(out, "parent       {}", opt(&rec.parent_run_id))?;
+    writeln!(out, "reproduces   {}", opt(&rec.reproduced_from))?;
+    writeln!(out, "host/device  {} / {}", opt(&rec.host), opt(&rec.device))?;
+    writeln!(out, "created      {}  started {}  ended {}", rec.created_at, opt(&rec.started_at), opt(&rec.ended_at))?;
+    if let Some(error) = &rec.error {
+        writeln!(out, "error        {error} (exit code {})", rec.exit_code.map_or("-".into(), |c| c.to_string()))?;
+    }
+    writeln!(out, "\nsettings that are not defaults:")?;
+    let headers: Vec<String> = ["KEY", "VALUE", "FROM", "WHERE"].map(String::from).to_vec();
+    let rows: Vec<Vec<String>> = rec
+        .params
+        .iter()
+        .map(|p| vec![p.key.clone(), table::cell(&p.value), if p.swept { "sweep".into() } else { p.source.clone() }, p.detail.clone()])
+        .collect();
+    write!(out, "{}", table::render(&headers, &rows))?;
+    if !rec.data_fingerprints.is_empty() {
+        writeln!(out, "\ndata:")?;
+        for (name, hash) in &rec.data_fingerprints {
+            writeln!(out, "  {name}  {hash}")?;
+        }
+    }
+    if !rec.metrics.is_empty() {
+        writeln!(out, "\nmetrics:")?;
+        let headers: Vec<String> = ["KEY", "POINTS", "LAST STEP", "LAST", "MIN", "MAX"].map(String::from).to_vec();
+        let rows: Vec<Vec<String>> = rec
+            .metrics
+            .iter()
+            .map(|m| vec![m.key.clone(), m.points.to_string(), m.last_step.to_string(), m.last.to_string(), m.min.to_string(), m.max.to_string()])
+            .collect();
+        write!(out, "{}", table::render(&headers, &rows))?;
+    }
+    if !rec.checkpoints.is_empty() {
+        writeln!(out, "\ncheckpoints:")?;
+        for (step, path) in &rec.checkpoints {
+            writeln!(out, "  step {step}  {path}")?;
+        }
+    }
+    writeln!(out, "\nhistory:")?;
+    for e in &rec.events {
+        let from = e.from.map_or("-".to_string(), |s| s.to_string());
+        writeln!(out, "  {}  {from} -> {}  {}", e.at, e.to, e.reason)?;
+    }
+    writeln!(out, "\nresolved config: `dbsweep show {} --json` (field `config`)", rec.id)?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Schema migrations, applied in order and tracked with `PRAGMA user_version`.
+//!
+//! The list is append-only: never edit or remove an entry, only add one, so every database
+//! ever written can be brought to the current schema. README.md documents the tables.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the lineage schema.
+    r#"
+    -- Versions of dbsweep that planned or ran something ('' commit: not built from a checkout).
+    CREATE TABLE code_versions (
+        id          INTEGER PRIMARY KEY,
+        version     TEXT NOT NULL,
+        git_commit  TEXT NOT NULL,
+        git_dirty   INTEGER NOT NULL,
+        UNIQUE (version, git_commit, git_dirty)
+    );
+    -- One row per distinct sweep (same file and settings = same sweep id).
+    CREATE TABLE sweeps (
+        id               TEXT PRIMARY KEY,
+        name             TEXT NOT NULL,
+        file             TEXT NOT NULL,
+        method           TEXT NOT NULL CHECK (method IN ('grid', 'random')),
+        metric_name      TEXT,
+        metric_goal      TEXT CHECK (metric_goal IN ('minimize', 'maximize')),
+        spec_json        TEXT NOT NULL,
+        base_config_json TEXT NOT NULL,
+        code_version_id  INTEGER NOT NULL REFERENCES code_versions(id),
+        created_at       TEXT NOT NULL
+    );
+    -- One row per run: a fully resolved configuration and its execution state.
+    CREATE TABLE runs (
+        id              TEXT PRIMARY KEY,
+        config_hash     TEXT NOT NULL,
+        config_json     TEXT NOT NULL,
+        seed            INTEGER NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN
+                            ('pending', 'running', 'finished', 'failed', 'interrupted', 'stopped')),
+        attempt         INTEGER NOT NULL DEFAULT 0,
+        parent_run_id   TEXT REFERENCES runs(id),
+        reproduced_from TEXT REFERENCES runs(id),
+        code_version_id INTEGER NOT NULL REFERENCES code_versions(id),
+        host            TEXT,
+        device          TEXT,
+        created_at      TEXT NOT NULL,
+        started_at      TEXT,
+        ended_at        TEXT,
+        exit_code       INTEGER,
+        error           TEXT
+    );
+    CREATE INDEX runs_by_config_hash ON runs (config_hash);
+    -- Which runs a sweep contains, at which position of its expansion order.
+    CREATE TABLE sweep_runs (
+        sweep_id TEXT NOT NULL REFERENCES sweeps(id),
+        run_id   TEXT NOT NULL REFERENCES runs(id),
+        position INTEGER NOT NULL,
+        PRIMARY KEY (sweep_id, run_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sweep_runs_by_run ON sweep_runs (run_id);
+    -- A run's settings that are not built-in defaults, and where each came from.
+    CREATE TABLE params (
+        run_id     TEXT NOT NULL REFERENCES runs(id),
+        key        TEXT NOT NULL,
+        value_json TEXT NOT NULL,
+        source     TEXT NOT NULL CHECK (source IN ('default', 'file', 'sweep', 'env', 'flag')),
+        detail     TEXT NOT NULL,
+        swept      INTEGER NOT NULL,
+        PRIMARY KEY (run_id, key)
+    ) WITHOUT ROWID;
+    -- Scalar metrics: one value per run, key and step.
+    CREATE TABLE metrics (
+        run_id    TEXT NOT NULL REFERENCES runs(id),
+        key       TEXT NOT NULL,
+        step      INTEGER NOT NULL,
+        value     REAL NOT NULL,
+        wall_time REAL NOT NULL,
+        PRIMARY KEY (run_id, key, step)
+    ) WITHOUT ROWID;
+    -- Checkpoints on disk, with their hash and the metrics at that step.
+    CREATE TABLE checkpoints (
+        run_id       TEXT NOT NULL REFERENCES runs(id),
+        step         INTEGER NOT NULL,
+        path         TEXT NOT NULL,
+        sha256       TEXT NOT NULL,
+        size_bytes   INTEGER NOT NULL,
+        metrics_json TEXT NOT NULL DEFAULT '{}',
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    -- Files a run produced besides checkpoints (sample images, exports).
+    CREATE TABLE artifacts (
+        id         INTEGER PRIMARY KEY,
+        run_id     TEXT NOT NULL REFERENCES runs(id),
+        step       INTEGER,
+        kind       TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        meta_json  TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    -- Hashes of the data a run used (instance images, class images).
+    CREATE TABLE data_fingerprints (
+        run_id     TEXT NOT NULL REFERENCES runs(id),
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        file_count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+    -- Every status change of every run, oldest first.
+    CREATE TABLE run_events (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES runs(id),
+        at          TEXT NOT NULL,
+        from_status TEXT,
+        to_status   TEXT NOT NULL,
+        reason      TEXT NOT NULL
+    );
+    CREATE INDEX run_events_by_run ON run_events (run_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn current_version() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// Brings `conn` to the current schema in one exclusive transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > current_version() {
+        return Err(StoreError::SchemaTooNew { found, supported: current_version() });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

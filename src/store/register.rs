@@ -1,0 +1,165 @@
+//! Registering a sweep's plan: the sweep row, one run per distinct configuration, their
+//! parameters with provenance, and the first status event, all in one transaction.
+
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{CodeVersion, NOW, RunStatus, Store, StoreError};
+use crate::config::Origin;
+use crate::sweep::{ConfigHash, MIN_HEX, Plan, run_id};
+
+/// What registering a run did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "of")]
+pub enum Outcome {
+    /// A new run was created.
+    New,
+    /// A new run repeats a finished run (`--rerun`).
+    Rerun(String),
+    /// A run with the same configuration already existed and is reused.
+    Existing,
+}
+
+/// One planned point after registration.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisteredRun {
+    /// Position in the sweep's expansion order.
+    pub position: usize,
+    /// The run's id (the planned id unless an existing run or a re-run took its place).
+    pub run_id: String,
+    /// The run's status now.
+    pub status: RunStatus,
+    /// What registration did.
+    pub outcome: Outcome,
+}
+
+/// The result of [`Store::register`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Registration {
+    /// The sweep's id.
+    pub sweep_id: String,
+    /// Whether the sweep was new to the store.
+    pub sweep_created: bool,
+    /// Every point, in expansion order.
+    pub runs: Vec<RegisteredRun>,
+}
+
+impl Store {
+    /// Records `plan` as a sweep with its runs. A configuration that already has a run is not
+    /// duplicated: the existing run joins this sweep. With `rerun`, a configuration whose
+    /// runs have all finished gets a new run linked to the last one.
+    pub fn register(&mut self, plan: &Plan, code: &CodeVersion, rerun: bool) -> Result<Registration, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let code_id = code_version_id(&tx, code)?;
+        let sweep_created = insert_sweep(&tx, plan, code_id)?;
+        let fixed: Vec<(String, String, &Origin)> = plan
+            .base
+            .provenance
+            .iter()
+            .filter(|(k, o)| **o != Origin::Default && !plan.keys.contains(k))
+            .map(|(k, o)| (k.clone(), value_at(&plan.base.json, k).to_string(), o))
+            .collect();
+        let sweep_origins: Vec<Origin> = plan.parameters().map(|p| Origin::Sweep(p.at.clone())).collect();
+        let seed_slot = plan.keys.iter().position(|k| k == "seed");
+        let mut runs = Vec::with_capacity(plan.runs.len());
+        {
+            let mut find = tx.prepare_cached(
+                "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC",
+            )?;
+            let mut link = tx.prepare_cached("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id, position) VALUES (?1, ?2, ?3)")?;
+            let mut id_taken = tx.prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?;
+            let mut insert_run = tx.prepare_cached(&format!(
+                "INSERT INTO runs (id, config_hash, config_json, seed, status, parent_run_id, code_version_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, {NOW})"
+            ))?;
+            let mut insert_param = tx.prepare_cached(
+                "INSERT INTO params (run_id, key, value_json, source, detail, swept) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut insert_event = tx.prepare_cached(&format!(
+                "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, NULL, 'pending', ?2)"
+            ))?;
+            let reason = format!("planned by sweep {}", plan.sweep_id);
+            for planned in &plan.runs {
+                let hash = planned.config_hash.to_string();
+                let existing: Vec<(String, RunStatus)> =
+                    find.query_map([&hash], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                let reusable = existing.iter().find(|(_, s)| !rerun || *s != RunStatus::Finished);
+                let (run_id, status, outcome) = match (reusable, existing.first()) {
+                    (Some((id, status)), _) => (id.clone(), *status, Outcome::Existing),
+                    (None, last) => {
+                        let identity = match last {
+                            None => planned.config_hash,
+                            Some(_) => ConfigHash::of(&format!("{hash}#rerun-{}", existing.len())),
+                        };
+                        let mut hex = MIN_HEX;
+                        let id = loop {
+                            let id = run_id(identity, hex);
+                            if id_taken.query_row([&id], |_| Ok(())).optional()?.is_none() {
+                                break id;
+                            }
+                            hex += 2;
+                        };
+                        let parent = last.map(|(id, _)| id.clone());
+                        let seed = match seed_slot {
+                            Some(i) => plan.values(planned).nth(i).and_then(|v| v.as_u64()).unwrap_or(0),
+                            None => plan.base.config.seed,
+                        };
+                        let text = plan.config_text(planned);
+                        insert_run.execute(params![id, hash, text, seed as i64, parent, code_id])?;
+                        for (key, value, origin) in &fixed {
+                            insert_param.execute(params![id, key, value, origin.kind(), origin.detail(), false])?;
+                        }
+                        for ((key, value), origin) in plan.keys.iter().zip(plan.values(planned)).zip(&sweep_origins) {
+                            insert_param.execute(params![id, key, value.to_string(), origin.kind(), origin.detail(), true])?;
+                        }
+                        insert_event.execute(params![id, reason])?;
+                        let outcome = parent.map_or(Outcome::New, Outcome::Rerun);
+                        (id, RunStatus::Pending, outcome)
+                    }
+                };
+                link.execute(params![plan.sweep_id, run_id, planned.position as i64])?;
+                runs.push(RegisteredRun { position: planned.position, run_id, status, outcome });
+            }
+        }
+        tx.commit()?;
+        Ok(Registration { sweep_id: plan.sweep_id.clone(), sweep_created, runs })
+    }
+}
+
+fn value_at<'a>(json: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    key.split('.').fold(json, |v, k| &v[k])
+}
+
+fn code_version_id(tx: &Transaction<'_>, code: &CodeVersion) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO code_versions (version, git_commit, git_dirty) VALUES (?1, ?2, ?3)",
+        params![code.version, code.git_commit, code.git_dirty],
+    )?;
+    Ok(tx.query_row(
+        "SELECT id FROM code_versions WHERE version = ?1 AND git_commit = ?2 AND git_dirty = ?3",
+        params![code.version, code.git_commit, code.git_dirty],
+        |r| r.get(0),
+    )?)
+}
+
+fn insert_sweep(tx: &Transaction<'_>, plan: &Plan, code_id: i64) -> Result<bool, StoreError> {
+    let spec = &plan.spec;
+    let inserted = tx.execute(
+        &format!(
+            "INSERT OR IGNORE INTO sweeps (id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW})"
+        ),
+        params![
+            plan.sweep_id,
+            spec.name,
+            spec.file.display().to_string(),
+            spec.method.as_str(),
+            spec.metric.as_ref().map(|m| m.name.clone()),
+            spec.metric.as_ref().map(|m| m.goal.as_str()),
+            spec.doc.value.to_string(),
+            plan.base.canonical_text(),
+            code_id,
+        ],
+    )?;
+    Ok(inserted == 1)
+}

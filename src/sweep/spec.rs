@@ -1,0 +1,490 @@
+//! Sweep files: the experiment's fixed settings plus the swept parameters, in the syntax of
+//! W&B Sweeps (`method`, `parameters` with `value` / `values` / `distribution` + `min`/`max`/`q`,
+//! `metric`, `run_cap`), so W&B users already know it.
+//!
+//! ```yaml
+//! name: lr_grid
+//! extends: ../experiments/tiny.yaml   # optional experiment file, relative to this file
+//! base: { train: { epochs: 2 } }        # fixed settings, override `extends`
+//! method: grid                          # grid | random
+//! metric: { name: val/loss, goal: minimize }
+//! parameters:
+//!   train.learning_rate: { values: [1.0e-4, 5.0e-4] }
+//!   train.prior_loss_weight: { distribution: uniform, min: 0.5, max: 1.0 }   # random only
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::config::{ConfigError, Location, Origin, Problem, ProblemKind, SourceMap, suggest, yaml};
+
+/// How points are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Every combination (cartesian product) of the parameters' values.
+    Grid,
+    /// Seeded random samples, up to `run_cap`.
+    Random,
+}
+
+impl Method {
+    /// The name used in sweep files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Grid => "grid",
+            Method::Random => "random",
+        }
+    }
+}
+
+/// Whether the sweep metric is to be minimised or maximised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    /// Lower is better.
+    Minimize,
+    /// Higher is better.
+    Maximize,
+}
+
+impl Goal {
+    /// The name used in sweep files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Goal::Minimize => "minimize",
+            Goal::Maximize => "maximize",
+        }
+    }
+}
+
+/// The metric that ranks runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// Metric key as the trainer logs it.
+    pub name: String,
+    /// Direction.
+    pub goal: Goal,
+}
+
+/// A value written in the sweep file, with its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it is written.
+    pub at: Location,
+}
+
+/// What values a parameter takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Domain {
+    /// A finite list (`value`, `values`, or `distribution: categorical`), with optional
+    /// sampling probabilities for random search.
+    Values {
+        /// The values.
+        values: Vec<Located<Value>>,
+        /// Probabilities of each value in random search (uniform when absent).
+        probabilities: Option<Vec<f64>>,
+    },
+    /// Uniform on [min, max].
+    Uniform {
+        /// Lower bound.
+        min: Located<f64>,
+        /// Upper bound.
+        max: Located<f64>,
+    },
+    /// Log-uniform on [min, max] (bounds are values, not exponents).
+    LogUniformValues {
+        /// Lower bound, > 0.
+        min: Located<f64>,
+        /// Upper bound.
+        max: Located<f64>,
+    },
+    /// Uniform integers in [min, max].
+    IntUniform {
+        /// Lower bound.
+        min: Located<i64>,
+        /// Upper bound.
+        max: Located<i64>,
+    },
+    /// `round(uniform(min, max) / q) * q`.
+    QUniform {
+        /// Lower bound.
+        min: Located<f64>,
+        /// Upper bound.
+        max: Located<f64>,
+        /// Quantum, > 0.
+        q: Located<f64>,
+    },
+}
+
+/// One swept parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter {
+    /// The dotted configuration key it sets.
+    pub key: String,
+    /// Where the parameter is declared.
+    pub at: Location,
+    /// Its values.
+    pub domain: Domain,
+}
+
+/// A parsed sweep file, before its settings are resolved against the config schema.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    /// The sweep file.
+    pub file: PathBuf,
+    /// Sweep name (`name:`, or the file stem).
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The experiment file named by `extends:`, resolved against the sweep file's folder.
+    pub extends: Option<Located<PathBuf>>,
+    /// Grid or random.
+    pub method: Method,
+    /// The metric that ranks runs.
+    pub metric: Option<Metric>,
+    /// Most runs to plan.
+    pub run_cap: Option<u64>,
+    /// Seed of random search.
+    pub seed: u64,
+    /// Swept parameters, in file order.
+    pub parameters: Vec<Parameter>,
+    /// The whole parsed file (its `base:` mapping is a config layer).
+    pub doc: yaml::YamlDoc,
+}
+
+const TOP_KEYS: [&str; 9] =
+    ["name", "description", "extends", "base", "method", "metric", "parameters", "run_cap", "seed"];
+const PARAM_KEYS: [&str; 7] = ["value", "values", "distribution", "min", "max", "q", "probabilities"];
+const DISTRIBUTIONS: [&str; 5] = ["categorical", "uniform", "log_uniform_values", "int_uniform", "q_uniform"];
+
+/// Reads and parses the sweep file at `path`.
+pub fn load(path: &Path) -> Result<SweepSpec, ConfigError> {
+    parse(yaml::load_file(path)?)
+}
+
+/// Parses a sweep document, reporting every problem found.
+pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
+    let mut r = Reader { map: &doc.map, problems: Vec::new() };
+    let Some(top) = doc.value.as_object() else {
+        r.invalid(&[] as &[&str], "a mapping with `parameters:` and optionally `base:`, `method:`", &doc.value);
+        return Err(ConfigError::new(r.problems));
+    };
+    for key in top.keys() {
+        if !TOP_KEYS.contains(&key.as_str()) {
+            r.unknown(&[key.as_str()], &TOP_KEYS);
+        }
+    }
+    let file = doc.map.file().to_path_buf();
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sweep".into());
+    let name = r.string(top, "name").unwrap_or(stem);
+    if !valid_name(&name) {
+        r.invalid(&["name"], "letters, digits, `_`, `-` and `.` (used in run folders)", &Value::String(name.clone()));
+    }
+    let description = r.string(top, "description");
+    let extends = r.string(top, "extends").map(|p| {
+        let dir = file.parent().unwrap_or(Path::new(""));
+        Located { value: dir.join(p), at: doc.map.value(&path(&["extends"])) }
+    });
+    let method = match r.string(top, "method").as_deref() {
+        None | Some("grid") => Method::Grid,
+        Some("random") => Method::Random,
+        Some(other) => {
+            let expected = if other == "bayes" {
+                "grid or random (bayes search is not supported)"
+            } else {
+                "grid or random"
+            };
+            r.invalid(&["method"], expected, &top["method"]);
+            Method::Grid
+        }
+    };
+    let metric = top.get("metric").and_then(|m| r.metric(m));
+    let run_cap = r.positive_int(top, "run_cap");
+    let seed = r.int(top, "seed").map(|s| s as u64).unwrap_or(0);
+    if let Some(v) = top.get("base").filter(|v| !v.is_object() && !v.is_null()) {
+        r.invalid(&["base"], "a mapping of settings", v);
+    }
+    let mut parameters = Vec::new();
+    match top.get("parameters") {
+        Some(Value::Object(params)) if !params.is_empty() => {
+            r.parameters(params, &mut vec!["parameters".into()], "", &mut parameters)
+        }
+        Some(v) => r.invalid(&["parameters"], "a non-empty mapping of parameter name to values", v),
+        None => r.missing(&[] as &[&str], "`parameters:` (the swept settings)"),
+    }
+    if method == Method::Random && run_cap.is_none() {
+        r.missing(&[] as &[&str], "`run_cap:` (random search needs a number of runs)");
+    }
+    let spec = SweepSpec { file, name, description, extends, method, metric, run_cap, seed, parameters, doc: doc.clone() };
+    ConfigError::check(r.problems, spec)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn path(p: &[&str]) -> Vec<String> {
+    p.iter().map(|s| s.to_string()).collect()
+}
+
+struct Reader<'a> {
+    map: &'a SourceMap,
+    problems: Vec<Problem>,
+}
+
+type Obj = serde_json::Map<String, Value>;
+
+impl Reader<'_> {
+    fn at(&self, p: &[String]) -> Location {
+        self.map.value(p)
+    }
+
+    fn problem(&mut self, p: &[String], at_key: bool, kind: ProblemKind) {
+        let at = if at_key { self.map.key(p) } else { self.map.value(p) };
+        let key = (!p.is_empty()).then(|| p.join("."));
+        self.problems.push(Problem::new(Origin::File(at), key, kind));
+    }
+
+    fn invalid<S: AsRef<str>>(&mut self, p: &[S], expected: &str, found: &Value) {
+        let p: Vec<String> = p.iter().map(|s| s.as_ref().to_string()).collect();
+        self.problem(&p, false, ProblemKind::Invalid { expected: expected.into(), found: found.to_string() });
+    }
+
+    fn missing<S: AsRef<str>>(&mut self, p: &[S], expected: &str) {
+        let p: Vec<String> = p.iter().map(|s| s.as_ref().to_string()).collect();
+        self.problem(&p, true, ProblemKind::Missing { expected: expected.into() });
+    }
+
+    fn unknown<S: AsRef<str>>(&mut self, p: &[S], known: &[&str]) {
+        let p: Vec<String> = p.iter().map(|s| s.as_ref().to_string()).collect();
+        let suggestion = suggest(p.last().map_or("", String::as_str), known.iter().copied());
+        self.problem(&p, true, ProblemKind::UnknownKey { suggestion });
+    }
+
+    fn string(&mut self, obj: &Obj, key: &str) -> Option<String> {
+        match obj.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            v => {
+                self.invalid(&[key], "a string", v);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, obj: &Obj, key: &str) -> Option<i64> {
+        match obj.get(key)? {
+            Value::Number(n) if n.is_i64() => n.as_i64(),
+            v => {
+                self.invalid(&[key], "an integer", v);
+                None
+            }
+        }
+    }
+
+    fn positive_int(&mut self, obj: &Obj, key: &str) -> Option<u64> {
+        let n = self.int(obj, key)?;
+        if n < 1 {
+            self.invalid(&[key], "an integer >= 1", &obj[key]);
+            return None;
+        }
+        Some(n as u64)
+    }
+
+    fn metric(&mut self, m: &Value) -> Option<Metric> {
+        let Some(obj) = m.as_object() else {
+            self.invalid(&["metric"], "a mapping with `name` and `goal`", m);
+            return None;
+        };
+        for key in obj.keys().filter(|k| !["name", "goal"].contains(&k.as_str())) {
+            self.unknown(&["metric", key.as_str()], &["name", "goal"]);
+        }
+        let name = match obj.get("name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(v) => {
+                self.invalid(&["metric", "name"], "a metric name such as val/loss", v);
+                return None;
+            }
+            None => {
+                self.missing(&["metric"], "`name:` (the metric key)");
+                return None;
+            }
+        };
+        let goal = match obj.get("goal") {
+            None => Goal::Minimize,
+            Some(Value::String(g)) if g == "minimize" => Goal::Minimize,
+            Some(Value::String(g)) if g == "maximize" => Goal::Maximize,
+            Some(v) => {
+                self.invalid(&["metric", "goal"], "minimize or maximize", v);
+                return None;
+            }
+        };
+        Some(Metric { name, goal })
+    }
+
+    fn parameters(&mut self, params: &Obj, p: &mut Vec<String>, prefix: &str, out: &mut Vec<Parameter>) {
+        for (name, spec) in params {
+            p.push(name.clone());
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            match spec {
+                _ if !valid => self.problem(p, true, ProblemKind::Invalid {
+                    expected: "a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*".into(),
+                    found: format!("{name:?}"),
+                }),
+                Value::Object(obj) if obj.contains_key("parameters") => match &obj["parameters"] {
+                    Value::Object(nested) if obj.len() == 1 => {
+                        p.push("parameters".into());
+                        self.parameters(nested, p, &key, out);
+                        p.pop();
+                    }
+                    v => self.invalid(p, "a mapping with only `parameters:` (nested parameters)", v),
+                },
+                Value::Object(obj) => {
+                    if let Some(domain) = self.domain(obj, p) {
+                        out.push(Parameter { key, at: self.map.key(p), domain });
+                    }
+                }
+                v => self.invalid(p, "a mapping such as {values: [...]} or {value: x}", v),
+            }
+            p.pop();
+        }
+    }
+
+    fn domain(&mut self, obj: &Obj, p: &[String]) -> Option<Domain> {
+        let before = self.problems.len();
+        let sub = |k: &str| -> Vec<String> { p.iter().cloned().chain([k.to_string()]).collect() };
+        for key in obj.keys().filter(|k| !PARAM_KEYS.contains(&k.as_str())) {
+            let kp = sub(key);
+            self.unknown(&kp, &PARAM_KEYS);
+        }
+        let has = |k: &str| obj.contains_key(k);
+        let distribution = match obj.get("distribution") {
+            None if has("value") => "constant",
+            None if has("values") => "categorical",
+            None if has("min") || has("max") => {
+                let ints = [obj.get("min"), obj.get("max")].iter().all(|v| v.is_some_and(|v| v.is_i64()));
+                if ints { "int_uniform" } else { "uniform" }
+            }
+            None => {
+                self.missing(p, "`values:`, `value:` or `distribution:` with `min`/`max`");
+                return None;
+            }
+            Some(Value::String(d)) if DISTRIBUTIONS.contains(&d.as_str()) => d.as_str(),
+            Some(v) => {
+                let found = v.as_str().unwrap_or("");
+                let hint = suggest(found, DISTRIBUTIONS).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+                let expected = format!("one of {}{hint}", DISTRIBUTIONS.join(", "));
+                self.invalid(&sub("distribution"), &expected, v);
+                return None;
+            }
+        };
+        let map = self.map;
+        let located = |v: &Value, k: &[String]| Located { value: v.clone(), at: map.value(k) };
+        let domain = match distribution {
+            "constant" => {
+                let v = &obj["value"];
+                Domain::Values { values: vec![located(v, &sub("value"))], probabilities: None }
+            }
+            "categorical" => {
+                let values = match obj.get("values") {
+                    Some(Value::Array(vs)) if !vs.is_empty() => vs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| located(v, &[sub("values"), vec![i.to_string()]].concat()))
+                        .collect::<Vec<_>>(),
+                    Some(v) => {
+                        self.invalid(&sub("values"), "a non-empty list of values", v);
+                        return None;
+                    }
+                    None => {
+                        self.missing(p, "`values:` (the categories)");
+                        return None;
+                    }
+                };
+                let probabilities = self.probabilities(obj, p, values.len());
+                Domain::Values { values, probabilities }
+            }
+            "int_uniform" => {
+                let (min, max) = (self.bound_int(obj, p, "min")?, self.bound_int(obj, p, "max")?);
+                self.ordered(p, min.value as f64, max.value as f64);
+                Domain::IntUniform { min, max }
+            }
+            d => {
+                let (min, max) = (self.bound(obj, p, "min")?, self.bound(obj, p, "max")?);
+                self.ordered(p, min.value, max.value);
+                match d {
+                    "uniform" => Domain::Uniform { min, max },
+                    "log_uniform_values" => {
+                        if min.value <= 0.0 {
+                            self.invalid(&sub("min"), "a number > 0 (log scale)", &obj["min"]);
+                        }
+                        Domain::LogUniformValues { min, max }
+                    }
+                    _ => {
+                        let q = self.bound(obj, p, "q")?;
+                        if q.value <= 0.0 {
+                            self.invalid(&sub("q"), "a number > 0", &obj["q"]);
+                        }
+                        Domain::QUniform { min, max, q }
+                    }
+                }
+            }
+        };
+        (self.problems.len() == before).then_some(domain)
+    }
+
+    fn probabilities(&mut self, obj: &Obj, p: &[String], n: usize) -> Option<Vec<f64>> {
+        let v = obj.get("probabilities")?;
+        let kp: Vec<String> = p.iter().cloned().chain(["probabilities".to_string()]).collect();
+        let probs: Option<Vec<f64>> = v.as_array().and_then(|a| a.iter().map(Value::as_f64).collect());
+        match probs {
+            Some(ps) if ps.len() == n && ps.iter().all(|&x| x >= 0.0) && (ps.iter().sum::<f64>() - 1.0).abs() < 1e-6 => Some(ps),
+            _ => {
+                let expected = format!("{n} numbers >= 0 that sum to 1, one per value");
+                self.invalid(&kp, &expected, v);
+                None
+            }
+        }
+    }
+
+    fn bound(&mut self, obj: &Obj, p: &[String], key: &str) -> Option<Located<f64>> {
+        let kp: Vec<String> = p.iter().cloned().chain([key.to_string()]).collect();
+        match obj.get(key) {
+            Some(v) if v.is_number() => Some(Located { value: v.as_f64()?, at: self.at(&kp) }),
+            Some(v) => {
+                self.invalid(&kp, "a number", v);
+                None
+            }
+            None => {
+                self.missing(p, &format!("`{key}:` for this distribution"));
+                None
+            }
+        }
+    }
+
+    fn bound_int(&mut self, obj: &Obj, p: &[String], key: &str) -> Option<Located<i64>> {
+        let kp: Vec<String> = p.iter().cloned().chain([key.to_string()]).collect();
+        match obj.get(key) {
+            Some(Value::Number(n)) if n.is_i64() => Some(Located { value: n.as_i64()?, at: self.at(&kp) }),
+            Some(v) => {
+                self.invalid(&kp, "an integer (int_uniform)", v);
+                None
+            }
+            None => {
+                self.missing(p, &format!("`{key}:` for int_uniform"));
+                None
+            }
+        }
+    }
+
+    fn ordered(&mut self, p: &[String], min: f64, max: f64) {
+        if min > max {
+            let kp: Vec<String> = p.iter().cloned().chain(["min".to_string()]).collect();
+            let kind = ProblemKind::Invalid { expected: format!("min <= max ({max})"), found: min.to_string() };
+            self.problem(&kp, false, kind);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Sweep-file errors, expansion order, random search, and properties of grid expansion.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{ConfigError, Layers, yaml};
+
+fn spec(text: &str) -> Result<SweepSpec, ConfigError> {
+    parse(yaml::parse(Path::new("s.yaml"), text)?)
+}
+
+fn plan(text: &str) -> Result<Plan, ConfigError> {
+    Plan::build(spec(text)?, Vec::new(), &[])
+}
+
+fn errors(result: Result<impl std::fmt::Debug, ConfigError>) -> Vec<String> {
+    result.unwrap_err().problems().iter().map(|p| p.to_string()).collect()
+}
+
+fn values(plan: &Plan) -> Vec<Vec<Value>> {
+    plan.runs.iter().map(|r| plan.values(r).cloned().collect()).collect()
+}
+
+#[test]
+fn grid_is_cartesian_in_file_order_last_fastest() {
+    let p = plan("parameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2, 3]}\n").unwrap();
+    assert_eq!(p.keys, ["train.learning_rate", "train.epochs"]);
+    let got = values(&p);
+    let expected: Vec<Vec<Value>> =
+        [(1e-4, 1), (1e-4, 2), (1e-4, 3), (2e-4, 1), (2e-4, 2), (2e-4, 3)].iter().map(|(a, b)| vec![json!(a), json!(b)]).collect();
+    assert_eq!(got, expected);
+    assert_eq!(p.runs.iter().map(|r| r.position).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn run_cap_keeps_the_first_points() {
+    let p = plan("run_cap: 2\nparameters:\n  train.epochs: {values: [1, 2, 3]}\n").unwrap();
+    assert_eq!(values(&p), vec![vec![json!(1)], vec![json!(2)]]);
+}
+
+#[test]
+fn nested_parameters_and_constants() {
+    let p = plan("parameters:\n  train:\n    parameters:\n      epochs: {values: [1, 2]}\n  seed: {value: 3}\n").unwrap();
+    assert_eq!(p.keys, ["train.epochs", "seed"]);
+    assert_eq!(values(&p), vec![vec![json!(1), json!(3)], vec![json!(2), json!(3)]]);
+}
+
+#[test]
+fn int_uniform_and_q_uniform_enumerate_in_a_grid() {
+    let p = plan("parameters:\n  train.epochs: {min: 1, max: 3}\n  train.offset_noise: {distribution: q_uniform, min: 0, max: 0.1, q: 0.05}\n").unwrap();
+    assert_eq!(p.runs.len(), 9);
+    assert_eq!(values(&p)[1], vec![json!(1), json!(0.05)]);
+}
+
+#[test]
+fn values_are_normalised_by_the_key_type() {
+    let p = plan("parameters:\n  train.learning_rate: {values: [1, 2]}\n").unwrap();
+    assert_eq!(values(&p), vec![vec![json!(1.0)], vec![json!(2.0)]]);
+}
+
+#[test]
+fn random_search_is_seeded_bounded_and_capped() {
+    let text = "method: random\nseed: 11\nrun_cap: 20\nparameters:\n  train.learning_rate: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}\n  train.epochs: {distribution: int_uniform, min: 1, max: 4}\n  train.lr_scheduler: {values: [constant, cosine]}\n";
+    let a = plan(text).unwrap();
+    let b = plan(text).unwrap();
+    assert_eq!(a.runs, b.runs);
+    assert_eq!(a.runs.len(), 20);
+    for v in values(&a) {
+        let lr = v[0].as_f64().unwrap();
+        assert!((1e-6..=1e-3).contains(&lr), "{lr}");
+        assert!((1..=4).contains(&v[1].as_i64().unwrap()));
+        assert!(v[2] == json!("constant") || v[2] == json!("cosine"));
+    }
+    let c = plan(&text.replace("seed: 11", "seed: 12")).unwrap();
+    assert_ne!(a.runs, c.runs);
+}
+
+#[test]
+fn random_search_over_a_small_space_stops_when_exhausted() {
+    let p = plan("method: random\nrun_cap: 10\nparameters:\n  train.epochs: {values: [1, 2, 3]}\n").unwrap();
+    assert_eq!(p.runs.len(), 3);
+    let distinct: HashSet<_> = p.runs.iter().map(|r| r.config_hash).collect();
+    assert_eq!(distinct.len(), 3);
+}
+
+#[test]
+fn sweep_file_errors_name_position_key_and_expectation() {
+    let cases: [(&str, &str); 14] = [
+        ("paramters: {}\nparameters: {seed: {value: 1}}\n", "s.yaml:1:1: key `paramters`: unknown key (did you mean `parameters`?)"),
+        ("method: bayes\nparameters: {seed: {value: 1}}\n", "s.yaml:1:9: key `method`: expected grid or random (bayes search is not supported), found \"bayes\""),
+        ("method: random\nparameters: {seed: {value: 1}}\n", "s.yaml:1:1: missing: expected `run_cap:` (random search needs a number of runs)"),
+        ("run_cap: 0\nparameters: {seed: {value: 1}}\n", "s.yaml:1:10: key `run_cap`: expected an integer >= 1, found 0"),
+        ("name: x\n", "s.yaml:1:1: missing: expected `parameters:` (the swept settings)"),
+        ("parameters:\n  seed: {values: []}\n", "s.yaml:2:18: key `parameters.seed.values`: expected a non-empty list of values, found []"),
+        ("parameters:\n  seed: {min: 3, max: 1}\n", "s.yaml:2:15: key `parameters.seed.min`: expected min <= max (1), found 3"),
+        ("parameters:\n  x: {distribution: uniform, min: 0, max: 1, q: 2, foo: 1}\n", "s.yaml:2:52: key `parameters.x.foo`: unknown key (see the sweep-file reference in README.md)"),
+        ("parameters:\n  x: {distribution: unifrom, min: 0, max: 1}\n", "s.yaml:2:21: key `parameters.x.distribution`: expected one of categorical, uniform, log_uniform_values, int_uniform, q_uniform (did you mean uniform?), found \"unifrom\""),
+        ("parameters:\n  x: {distribution: log_uniform_values, min: 0, max: 1}\n", "s.yaml:2:46: key `parameters.x.min`: expected a number > 0 (log scale), found 0"),
+        ("parameters:\n  x: {distribution: q_uniform, min: 0, max: 1, q: 0}\n", "s.yaml:2:51: key `parameters.x.q`: expected a number > 0, found 0"),
+        ("parameters:\n  1x: {value: 1}\n", "s.yaml:2:3: key `parameters.1x`: expected a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*, found \"1x\""),
+        ("metric: {name: loss, goal: lowest}\nparameters: {seed: {value: 1}}\n", "s.yaml:1:28: key `metric.goal`: expected minimize or maximize, found \"lowest\""),
+        ("parameters:\n  x: {values: [1, 2], probabilities: [0.5]}\n", "s.yaml:2:38: key `parameters.x.probabilities`: expected 2 numbers >= 0 that sum to 1, one per value, found [0.5]"),
+    ];
+    let wrong: Vec<_> = cases.iter().map(|(t, e)| (errors(spec(t)), e)).filter(|(got, e)| *got != [**e]).collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn plan_errors_point_at_the_sweep_file() {
+    let cases: [(&str, &str); 6] = [
+        ("parameters:\n  train.learnin_rate: {values: [1]}\n", "s.yaml:2:3: key `train.learnin_rate`: unknown key (did you mean `train.learning_rate`?)"),
+        ("parameters:\n  train.learning_rate: {values: [1.0e-4, -1]}\n", "s.yaml:2:42: key `train.learning_rate`: expected a number > 0, found -1"),
+        ("parameters:\n  train.epochs: {values: [1, two]}\n", "s.yaml:2:30: key `train.epochs`: expected a whole number >= 0, found \"two\""),
+        ("parameters:\n  train.epochs: {values: [1, 1]}\n", "s.yaml:2:30: key `train.epochs`: expected each value once, found 1 again"),
+        ("parameters:\n  train.learning_rate: {min: 1.0e-5, max: 1.0e-3}\n", "s.yaml:2:3: key `train.learning_rate`: a grid needs a finite set of values: use `values:`, int_uniform or q_uniform, or `method: random`"),
+        ("parameters:\n  train.epochs: {values: [1]}\n  train:\n    parameters:\n      epochs: {values: [2]}\n", "s.yaml:5:7: key `train.epochs`: swept twice; keep one declaration"),
+    ];
+    let wrong: Vec<_> = cases.iter().map(|(t, e)| (errors(plan(t)), e)).filter(|(got, e)| *got != [**e]).collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn a_swept_key_cannot_also_be_forced_by_flag_or_env() {
+    let s = spec("parameters:\n  train.epochs: {values: [1, 2]}\n").unwrap();
+    let err = Plan::build(s.clone(), Vec::new(), &["train.epochs=3".into()]).unwrap_err().to_string();
+    assert_eq!(err, "s.yaml:2:3: key `train.epochs`: swept here but also set by flag --set train.epochs=3; remove one of them");
+    let env = vec![("DBSWEEP_TRAIN__EPOCHS".to_string(), "3".to_string())];
+    let err = Plan::build(s, env, &[]).unwrap_err().to_string();
+    assert!(err.contains("also set by environment variable DBSWEEP_TRAIN__EPOCHS"), "{err}");
+}
+
+#[test]
+fn extends_is_resolved_relative_to_the_sweep_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("base")).unwrap();
+    std::fs::write(dir.path().join("base/exp.yaml"), "train:\n  batch_size: 3\n").unwrap();
+    std::fs::write(dir.path().join("s.yaml"), "extends: base/exp.yaml\nparameters:\n  seed: {values: [1]}\n").unwrap();
+    let p = Plan::build(load(&dir.path().join("s.yaml")).unwrap(), Vec::new(), &[]).unwrap();
+    assert_eq!(p.base.config.train.batch_size, 3);
+    std::fs::write(dir.path().join("s.yaml"), "extends: nope.yaml\nparameters:\n  seed: {values: [1]}\n").unwrap();
+    let err = Plan::build(load(&dir.path().join("s.yaml")).unwrap(), Vec::new(), &[]).unwrap_err().to_string();
+    assert!(err.contains("s.yaml:1:10: key `extends`: expected a readable experiment file"), "{err}");
+}
+
+#[test]
+fn sweep_id_is_stable_and_follows_settings() {
+    let text = "name: demo\nparameters:\n  seed: {values: [1, 2]}\n";
+    let a = plan(text).unwrap();
+    assert_eq!(a.sweep_id, plan(text).unwrap().sweep_id);
+    assert!(a.sweep_id.starts_with("demo-"));
+    let b = Plan::build(spec(text).unwrap(), Vec::new(), &["train.batch_size=2".into()]).unwrap();
+    assert_ne!(a.sweep_id, b.sweep_id);
+}
+
+#[test]
+fn too_large_a_grid_is_refused_unless_capped() {
+    let many: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    let list = many.join(", ");
+    let keys = ["seed", "train.epochs", "train.batch_size", "validation.steps"];
+    let params: String = keys.iter().map(|k| format!("  {k}: {{values: [{list}]}}\n")).collect();
+    let err = errors(plan(&format!("parameters:\n{params}")));
+    assert!(err[0].contains("the grid has 100000000 points"), "{err:?}");
+    assert_eq!(plan(&format!("run_cap: 5\nparameters:\n{params}")).unwrap().runs.len(), 5);
+}
+
+/// Keys whose values can be any integer from 1 to 99 (floats accept integers too).
+const KEYS: [&str; 6] = ["seed", "train.epochs", "train.batch_size", "train.learning_rate", "train.prior_loss_weight", "validation.steps"];
+
+fn grid_text(sets: &[Vec<u32>]) -> String {
+    let mut text = String::from("parameters:\n");
+    for (key, values) in KEYS.iter().zip(sets) {
+        let list: Vec<String> = values.iter().map(u32::to_string).collect();
+        text.push_str(&format!("  {key}: {{values: [{}]}}\n", list.join(", ")));
+    }
+    text
+}
+
+fn value_sets() -> impl Strategy<Value = Vec<Vec<u32>>> {
+    prop::collection::vec(prop::collection::btree_set(1u32..100, 1..5).prop_map(|s| s.into_iter().collect()), 1..=KEYS.len())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn grid_has_every_combination_exactly_once(sets in value_sets()) {
+        let p = plan(&grid_text(&sets)).unwrap();
+        let expected: usize = sets.iter().map(Vec::len).product();
+        prop_assert_eq!(p.runs.len(), expected);
+        let combos: HashSet<Vec<String>> = p.runs.iter().map(|r| p.values(r).map(|v| v.to_string()).collect()).collect();
+        prop_assert_eq!(combos.len(), expected);
+        let ids: HashSet<&str> = p.runs.iter().map(|r| r.run_id.as_str()).collect();
+        prop_assert_eq!(ids.len(), expected);
+        let hashes: HashSet<ConfigHash> = p.runs.iter().map(|r| r.config_hash).collect();
+        prop_assert_eq!(hashes.len(), expected);
+    }
+
+    #[test]
+    fn expansion_is_deterministic(sets in value_sets()) {
+        let a = plan(&grid_text(&sets)).unwrap();
+        let b = plan(&grid_text(&sets)).unwrap();
+        prop_assert_eq!(&a.runs, &b.runs);
+        prop_assert_eq!(a.sweep_id, b.sweep_id);
+    }
+
+    #[test]
+    fn config_hash_is_the_hash_of_the_fully_resolved_config(sets in value_sets()) {
+        let p = plan(&grid_text(&sets)).unwrap();
+        for run in p.runs.iter().take(6) {
+            let flags: Vec<String> = p.keys.iter().zip(p.values(run)).map(|(k, v)| format!("{k}={v}")).collect();
+            let resolved = Layers::new().flags(&flags).resolve().unwrap();
+            prop_assert_eq!(resolved.canonical_text(), p.config_text(run));
+            prop_assert_eq!(ConfigHash::of(&resolved.canonical_text()), run.config_hash);
+            prop_assert_eq!(&run.run_id, &run_id(run.config_hash, MIN_HEX));
+        }
+    }
+}
