@@ -15,8 +15,8 @@ fn main() {
     } else {
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty())
     };
-    println!("cargo:rustc-env=DBSWEEP_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=DBSWEEP_GIT_DIRTY={}", u8::from(dirty));
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_GIT_DIRTY={}", u8::from(dirty));
     if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={git_dir}/HEAD");
         println!("cargo:rerun-if-changed={git_dir}/index");

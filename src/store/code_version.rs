@@ -18,8 +18,8 @@ impl CodeVersion {
     pub fn current() -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            git_commit: env!("DBSWEEP_GIT_COMMIT").to_string(),
-            git_dirty: env!("DBSWEEP_GIT_DIRTY") == "1",
+            git_commit: env!("BUILD_GIT_COMMIT").to_string(),
+            git_dirty: env!("BUILD_GIT_DIRTY") == "1",
         }
     }
 }

@@ -1,0 +1,180 @@
+//! The lineage store on real SQLite files and in memory.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::yaml;
+use crate::sweep::{self, Plan};
+
+const GRID: &str = "name: g\nparameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2]}\n";
+
+fn plan(text: &str) -> Plan {
+    let spec = sweep::parse(yaml::parse(Path::new("g.yaml"), text).unwrap()).unwrap();
+    Plan::build(spec, Vec::new(), &["train.batch_size=2".into()]).unwrap()
+}
+
+fn code() -> CodeVersion {
+    CodeVersion { version: "0.0.0-test".into(), git_commit: "abc".into(), git_dirty: false }
+}
+
+fn count(store: &Store, sql: &str) -> i64 {
+    store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn opening_twice_migrates_once_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/db.sqlite");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), current_version());
+    let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    drop(store);
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.schema_version().unwrap(), current_version());
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = Store::open(&path).unwrap();
+    store.conn.pragma_update(None, "user_version", 999).unwrap();
+    drop(store);
+    assert!(matches!(Store::open(&path), Err(StoreError::SchemaTooNew { found: 999, .. })));
+}
+
+#[test]
+fn open_existing_does_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Store::open_existing(&dir.path().join("none.sqlite")).unwrap().is_none());
+    assert!(!dir.path().join("none.sqlite").exists());
+}
+
+#[test]
+fn registering_records_runs_params_and_events() {
+    let mut store = Store::in_memory().unwrap();
+    let p = plan(GRID);
+    let reg = store.register(&p, &code(), false).unwrap();
+    assert!(reg.sweep_created);
+    assert_eq!(reg.runs.len(), 4);
+    assert!(reg.runs.iter().all(|r| r.outcome == Outcome::New && r.status == RunStatus::Pending));
+    let ids: Vec<&str> = p.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(reg.runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ids);
+    let rec = store.run(ids[1]).unwrap();
+    assert_eq!(rec.config, serde_json::from_str::<serde_json::Value>(&p.config_text(&p.runs[1])).unwrap());
+    assert_eq!(rec.config_hash, p.runs[1].config_hash.to_string());
+    assert_eq!(rec.code_version, code());
+    let params: Vec<(&str, &str, bool)> = rec.params.iter().map(|p| (p.key.as_str(), p.source.as_str(), p.swept)).collect();
+    assert_eq!(params, [("train.batch_size", "flag", false), ("train.epochs", "sweep", true), ("train.learning_rate", "sweep", true)]);
+    assert_eq!(rec.params[1].detail, "g.yaml:4:3");
+    assert_eq!(rec.params[1].value, serde_json::json!(2));
+    assert_eq!(rec.events.len(), 1);
+    assert_eq!((rec.events[0].from, rec.events[0].to), (None, RunStatus::Pending));
+    assert_eq!(rec.sweeps.len(), 1);
+    assert_eq!(rec.sweeps[0].position, 1);
+}
+
+#[test]
+fn resubmitting_never_duplicates_runs() {
+    let mut store = Store::in_memory().unwrap();
+    let p = plan(GRID);
+    let first = store.register(&p, &code(), false).unwrap();
+    let second = store.register(&p, &code(), false).unwrap();
+    assert!(!second.sweep_created);
+    assert!(second.runs.iter().all(|r| r.outcome == Outcome::Existing));
+    assert_eq!(first.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(), second.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 4);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM run_events"), 4);
+}
+
+#[test]
+fn another_sweep_with_an_overlapping_config_reuses_the_run() {
+    let mut store = Store::in_memory().unwrap();
+    store.register(&plan(GRID), &code(), false).unwrap();
+    let other = plan("name: h\nparameters:\n  train.learning_rate: {values: [1.0e-4, 3.0e-4]}\n  train.epochs: {values: [1]}\n");
+    let reg = store.register(&other, &code(), false).unwrap();
+    let outcomes: Vec<&Outcome> = reg.runs.iter().map(|r| &r.outcome).collect();
+    assert_eq!(outcomes, [&Outcome::Existing, &Outcome::New]);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 5);
+    let rec = store.run(&reg.runs[0].run_id).unwrap();
+    assert_eq!(rec.sweeps.len(), 2);
+}
+
+#[test]
+fn rerun_adds_linked_runs_only_for_finished_configs() {
+    let mut store = Store::in_memory().unwrap();
+    let p = plan(GRID);
+    let first = store.register(&p, &code(), false).unwrap();
+    let done = &first.runs[0].run_id;
+    store.conn.execute("UPDATE runs SET status = 'finished' WHERE id = ?1", [done]).unwrap();
+    let plain = store.register(&p, &code(), false).unwrap();
+    assert_eq!(plain.runs[0].status, RunStatus::Finished);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 4);
+    let rerun = store.register(&p, &code(), true).unwrap();
+    assert_eq!(rerun.runs[0].outcome, Outcome::Rerun(done.clone()));
+    assert_ne!(&rerun.runs[0].run_id, done);
+    assert!(rerun.runs[1..].iter().all(|r| r.outcome == Outcome::Existing), "pending runs are not duplicated");
+    let rec = store.run(&rerun.runs[0].run_id).unwrap();
+    assert_eq!(rec.parent_run_id.as_deref(), Some(done.as_str()));
+    assert_eq!(rec.config_hash, p.runs[0].config_hash.to_string());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 5);
+}
+
+#[test]
+fn an_id_taken_by_another_config_gets_a_longer_suffix() {
+    let mut store = Store::in_memory().unwrap();
+    let p = plan(GRID);
+    store.register(&plan("name: x\nparameters:\n  seed: {values: [5]}\n"), &code(), false).unwrap();
+    store
+        .conn
+        .execute(
+            "INSERT INTO runs (id, config_hash, config_json, seed, status, code_version_id, created_at)
+             SELECT ?1, 'another-config', '{}', 0, 'pending', code_version_id, created_at FROM runs LIMIT 1",
+            [&p.runs[0].run_id],
+        )
+        .unwrap();
+    let reg = store.register(&p, &code(), false).unwrap();
+    assert_eq!(reg.runs[0].run_id, sweep::run_id(p.runs[0].config_hash, sweep::MIN_HEX + 2));
+}
+
+#[test]
+fn concurrent_submitters_create_each_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    Store::open(&path).unwrap();
+    let p = plan(GRID);
+    let regs: Vec<Registration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| Store::open(&path).unwrap().register(&p, &code(), false).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let store = Store::open(&path).unwrap();
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 4);
+    assert_eq!(regs.iter().filter(|r| r.sweep_created).count(), 1);
+    let new: usize = regs.iter().map(|r| r.runs.iter().filter(|x| x.outcome == Outcome::New).count()).sum();
+    assert_eq!(new, 4);
+}
+
+#[test]
+fn listing_and_lookup_errors() {
+    let mut store = Store::in_memory().unwrap();
+    let p = plan(GRID);
+    store.register(&p, &code(), false).unwrap();
+    let sweeps = store.sweeps().unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert_eq!((sweeps[0].total, sweeps[0].counts[&RunStatus::Pending]), (4, 4));
+    assert_eq!(store.sweep("g").unwrap().id, p.sweep_id);
+    assert_eq!(store.sweep(&p.sweep_id).unwrap().name, "g");
+    let rows = store.sweep_runs(&p.sweep_id).unwrap();
+    assert_eq!(rows[3].swept["train.epochs"], serde_json::json!(2));
+    let typo = format!("{}x", p.sweep_id);
+    match store.sweep(&typo) {
+        Err(StoreError::NotFound { what: "sweep", hint: Some(h), .. }) => assert_eq!(h, p.sweep_id),
+        other => panic!("{other:?}", other = other.map(|s| s.id)),
+    }
+    let typo = &p.runs[0].run_id[..p.runs[0].run_id.len() - 1];
+    match store.run(typo) {
+        Err(StoreError::NotFound { what: "run", hint: Some(h), .. }) => assert_eq!(h, p.runs[0].run_id),
+        other => panic!("{:?}", other.map(|r| r.id)),
+    }
+}
