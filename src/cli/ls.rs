@@ -33,7 +33,16 @@ pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> 
         if i > 0 {
             writeln!(out)?;
         }
-        writeln!(out, "sweep {} ({}, {} runs: {}) from {}, created {}", sweep.id, sweep.method, sweep.total, counts.join(", "), sweep.file, sweep.created_at)?;
+        writeln!(
+            out,
+            "sweep {} ({}, {} runs: {}) from {}, created {}",
+            sweep.id,
+            sweep.method,
+            sweep.total,
+            counts.join(", "),
+            sweep.file,
+            sweep.created_at
+        )?;
         let keys: Vec<String> = runs.first().map(|r| r.swept.keys().cloned().collect()).unwrap_or_default();
         let mut headers = vec!["#".to_string(), "RUN ID".to_string(), "STATUS".to_string(), "ATTEMPT".to_string()];
         headers.extend(keys.iter().cloned());

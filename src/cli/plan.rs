@@ -31,7 +31,13 @@ fn swept_cells(plan: &Plan, run: &sweep::PlannedRun) -> Vec<String> {
 }
 
 /// `dbsweep plan`: prints the runs, and for each whether the store already has it.
-pub fn plan(args: &SweepArgs, env: &[(String, String)], db: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+pub fn plan(
+    args: &SweepArgs,
+    env: &[(String, String)],
+    db: &Path,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let plan = build(args, env)?;
     let hashes: Vec<_> = plan.runs.iter().map(|r| r.config_hash).collect();
     let known = match Store::open_existing(db)? {
@@ -79,7 +85,14 @@ pub fn plan(args: &SweepArgs, env: &[(String, String)], db: &Path, as_json: bool
 }
 
 /// `dbsweep submit`: registers the sweep and its runs.
-pub fn submit(args: &SweepArgs, env: &[(String, String)], db: &Path, rerun: bool, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+pub fn submit(
+    args: &SweepArgs,
+    env: &[(String, String)],
+    db: &Path,
+    rerun: bool,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let plan = build(args, env)?;
     let mut store = Store::open(db)?;
     let reg = store.register(&plan, &CodeVersion::current(), rerun)?;

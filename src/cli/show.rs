@@ -35,7 +35,14 @@ pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Resu
     let rows: Vec<Vec<String>> = rec
         .params
         .iter()
-        .map(|p| vec![p.key.clone(), table::cell(&p.value), if p.swept { "sweep".into() } else { p.source.clone() }, p.detail.clone()])
+        .map(|p| {
+            vec![
+                p.key.clone(),
+                table::cell(&p.value),
+                if p.swept { "sweep".into() } else { p.source.clone() },
+                p.detail.clone(),
+            ]
+        })
         .collect();
     write!(out, "{}", table::render(&headers, &rows))?;
     if !rec.data_fingerprints.is_empty() {
@@ -50,7 +57,16 @@ pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Resu
         let rows: Vec<Vec<String>> = rec
             .metrics
             .iter()
-            .map(|m| vec![m.key.clone(), m.points.to_string(), m.last_step.to_string(), m.last.to_string(), m.min.to_string(), m.max.to_string()])
+            .map(|m| {
+                vec![
+                    m.key.clone(),
+                    m.points.to_string(),
+                    m.last_step.to_string(),
+                    m.last.to_string(),
+                    m.min.to_string(),
+                    m.max.to_string(),
+                ]
+            })
             .collect();
         write!(out, "{}", table::render(&headers, &rows))?;
     }

@@ -320,7 +320,10 @@ fn expected_of(message: &str) -> String {
 fn nested(key: &str, text: &str, origin: &Origin) -> Result<Value, Problem> {
     let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !key.split('.').all(valid) {
-        let kind = ProblemKind::Invalid { expected: "a dotted key such as train.learning_rate".into(), found: format!("{key:?}") };
+        let kind = ProblemKind::Invalid {
+            expected: "a dotted key such as train.learning_rate".into(),
+            found: format!("{key:?}"),
+        };
         return Err(Problem::new(origin.clone(), None, kind));
     }
     let label = PathBuf::from(origin.detail());

@@ -304,24 +304,74 @@ impl ExperimentConfig {
             }
         };
         let (m, d, t, c, v) = (&self.model, &self.data, &self.train, &self.checkpoint, &self.validation);
-        rule(!m.pretrained.trim().is_empty(), "model.pretrained", "`builtin:tiny` or a model folder", quote(&m.pretrained));
-        rule(m.attention_chunk_size >= 1, "model.attention_chunk_size", "an integer >= 1", m.attention_chunk_size.to_string());
-        rule(!d.instance_dir.trim().is_empty(), "data.instance_dir", "a folder of instance images", quote(&d.instance_dir));
-        rule(!d.instance_prompt.trim().is_empty(), "data.instance_prompt", "a non-empty prompt", quote(&d.instance_prompt));
+        rule(
+            !m.pretrained.trim().is_empty(),
+            "model.pretrained",
+            "`builtin:tiny` or a model folder",
+            quote(&m.pretrained),
+        );
+        rule(
+            m.attention_chunk_size >= 1,
+            "model.attention_chunk_size",
+            "an integer >= 1",
+            m.attention_chunk_size.to_string(),
+        );
+        rule(
+            !d.instance_dir.trim().is_empty(),
+            "data.instance_dir",
+            "a folder of instance images",
+            quote(&d.instance_dir),
+        );
+        rule(
+            !d.instance_prompt.trim().is_empty(),
+            "data.instance_prompt",
+            "a non-empty prompt",
+            quote(&d.instance_prompt),
+        );
         let needs_class = t.with_prior_preservation;
-        rule(!needs_class || !d.class_prompt.trim().is_empty(), "data.class_prompt", "a non-empty prompt when prior preservation is on", quote(&d.class_prompt));
-        rule(!needs_class || d.num_class_images >= 1, "data.num_class_images", "an integer >= 1 when prior preservation is on", d.num_class_images.to_string());
-        rule(d.resolution >= 8 && d.resolution % 8 == 0, "data.resolution", "a multiple of 8, at least 8", d.resolution.to_string());
+        rule(
+            !needs_class || !d.class_prompt.trim().is_empty(),
+            "data.class_prompt",
+            "a non-empty prompt when prior preservation is on",
+            quote(&d.class_prompt),
+        );
+        rule(
+            !needs_class || d.num_class_images >= 1,
+            "data.num_class_images",
+            "an integer >= 1 when prior preservation is on",
+            d.num_class_images.to_string(),
+        );
+        rule(
+            d.resolution >= 8 && d.resolution % 8 == 0,
+            "data.resolution",
+            "a multiple of 8, at least 8",
+            d.resolution.to_string(),
+        );
         let g = &d.class_generation;
         rule(g.steps >= 1, "data.class_generation.steps", "an integer >= 1", g.steps.to_string());
-        rule(g.guidance >= 1.0, "data.class_generation.guidance", "a number >= 1 (1 disables guidance)", g.guidance.to_string());
+        rule(
+            g.guidance >= 1.0,
+            "data.class_generation.guidance",
+            "a number >= 1 (1 disables guidance)",
+            g.guidance.to_string(),
+        );
         rule(g.batch_size >= 1, "data.class_generation.batch_size", "an integer >= 1", g.batch_size.to_string());
         rule(t.learning_rate > 0.0, "train.learning_rate", "a number > 0", t.learning_rate.to_string());
         rule(t.prior_loss_weight >= 0.0, "train.prior_loss_weight", "a number >= 0", t.prior_loss_weight.to_string());
         rule(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs.to_string());
-        rule(t.max_train_steps != Some(0), "train.max_train_steps", "an integer >= 1, or unset to use epochs", "0".into());
+        rule(
+            t.max_train_steps != Some(0),
+            "train.max_train_steps",
+            "an integer >= 1, or unset to use epochs",
+            "0".into(),
+        );
         rule(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size.to_string());
-        rule(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "an integer >= 1", t.gradient_accumulation_steps.to_string());
+        rule(
+            t.gradient_accumulation_steps >= 1,
+            "train.gradient_accumulation_steps",
+            "an integer >= 1",
+            t.gradient_accumulation_steps.to_string(),
+        );
         rule(t.lr_power > 0.0, "train.lr_power", "a number > 0", t.lr_power.to_string());
         rule((0.0..1.0).contains(&t.adam_beta1), "train.adam_beta1", "a number in [0, 1)", t.adam_beta1.to_string());
         rule((0.0..1.0).contains(&t.adam_beta2), "train.adam_beta2", "a number in [0, 1)", t.adam_beta2.to_string());
@@ -368,7 +418,13 @@ mod tests {
         let keys: Vec<_> = c.violations().into_iter().map(|v| v.key).collect();
         assert_eq!(
             keys,
-            ["data.resolution", "train.learning_rate", "train.prior_loss_weight", "train.epochs", "train.max_train_steps"]
+            [
+                "data.resolution",
+                "train.learning_rate",
+                "train.prior_loss_weight",
+                "train.epochs",
+                "train.max_train_steps"
+            ]
         );
     }
 

@@ -92,7 +92,12 @@ fn unknown_keys_from_env_and_flags_name_their_source() {
         .resolve()
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("environment variable DBSWEEP_TRAIN__EPOCS: key `train.epocs`: unknown key (did you mean `train.epochs`?)"), "{text}");
+    assert!(
+        text.contains(
+            "environment variable DBSWEEP_TRAIN__EPOCS: key `train.epocs`: unknown key (did you mean `train.epochs`?)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("flag --set train.lerning_rate=1: key `train.lerning_rate`: unknown key (did you mean `train.learning_rate`?)"), "{text}");
 }
 
@@ -113,7 +118,8 @@ fn wrong_types_name_key_position_and_expectation() {
 
 #[test]
 fn impossible_values_are_all_reported() {
-    let exp = doc("exp.yaml", "train:\n  learning_rate: 0\n  prior_loss_weight: -0.5\n  epochs: 0\n  max_train_steps: 0\n");
+    let exp =
+        doc("exp.yaml", "train:\n  learning_rate: 0\n  prior_loss_weight: -0.5\n  epochs: 0\n  max_train_steps: 0\n");
     let err = Layers::new().file(&exp, &[]).resolve().unwrap_err();
     let text: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
     assert_eq!(
@@ -129,7 +135,8 @@ fn impossible_values_are_all_reported() {
 
 #[test]
 fn malformed_flags_are_bad_input() {
-    let err = Layers::new().flags(&["noequals".into(), "a b=1".into(), "train.epochs=[1".into()]).resolve().unwrap_err();
+    let err =
+        Layers::new().flags(&["noequals".into(), "a b=1".into(), "train.epochs=[1".into()]).resolve().unwrap_err();
     assert_eq!(err.problems().len(), 3, "{err}");
     assert!(err.problems().iter().all(|p| matches!(p.origin, Origin::Flag(_))));
 }

@@ -25,8 +25,7 @@ pub struct YamlDoc {
 
 /// Reads and parses the YAML file at `path`.
 pub fn load_file(path: &Path) -> Result<YamlDoc, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ConfigError::read(path.to_path_buf(), &e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path.to_path_buf(), &e))?;
     parse(path, &text)
 }
 
@@ -42,9 +41,7 @@ pub fn parse(path: &Path, text: &str) -> Result<YamlDoc, ConfigError> {
 /// Parses `text` as one YAML value (a flag's or variable's value); an empty document is null.
 pub fn parse_value(path: &Path, text: &str) -> Result<YamlDoc, ConfigError> {
     let mut map = SourceMap::new(path);
-    let here = |line: usize, column: usize| {
-        Origin::File(Location { file: path.to_path_buf(), line, column })
-    };
+    let here = |line: usize, column: usize| Origin::File(Location { file: path.to_path_buf(), line, column });
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let m = e.marker();
         Problem::new(here(m.line(), m.col() + 1), None, ProblemKind::Syntax(e.info().to_string()))
@@ -62,12 +59,7 @@ pub fn parse_value(path: &Path, text: &str) -> Result<YamlDoc, ConfigError> {
     ConfigError::check(problems, YamlDoc { value, map })
 }
 
-fn convert(
-    node: &MarkedYaml<'_>,
-    path: &mut NodePath,
-    map: &mut SourceMap,
-    problems: &mut Vec<Problem>,
-) -> Value {
+fn convert(node: &MarkedYaml<'_>, path: &mut NodePath, map: &mut SourceMap, problems: &mut Vec<Problem>) -> Value {
     let start = node.span.start;
     map.add_value(path.clone(), start.line(), start.col() + 1);
     let mut bad = |msg: &str| {

@@ -208,7 +208,13 @@ impl Store {
         )?;
         let mut rows: Vec<RunRow> = stmt
             .query_map([sweep_id], |r| {
-                Ok(RunRow { id: r.get(0)?, position: r.get(1)?, status: r.get(2)?, attempt: r.get(3)?, swept: BTreeMap::new() })
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    position: r.get(1)?,
+                    status: r.get(2)?,
+                    attempt: r.get(3)?,
+                    swept: BTreeMap::new(),
+                })
             })?
             .collect::<Result<_, _>>()?;
         let mut swept = self.conn.prepare(
@@ -216,7 +222,9 @@ impl Store {
              WHERE s.sweep_id = ?1 AND p.swept",
         )?;
         let mut by_run: HashMap<String, BTreeMap<String, Value>> = HashMap::new();
-        for row in swept.query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))? {
+        for row in swept
+            .query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+        {
             let (run, key, value) = row?;
             by_run.entry(run).or_default().insert(key, json(value, "parameter value")?);
         }
@@ -228,9 +236,9 @@ impl Store {
 
     /// The newest run of each of `hashes` that has one, with its status.
     pub fn runs_by_hash(&self, hashes: &[ConfigHash]) -> Result<HashMap<ConfigHash, (String, RunStatus)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        )?;
         let mut out = HashMap::new();
         for hash in hashes {
             if let Some(found) = stmt.query_row([hash.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
@@ -285,14 +293,22 @@ impl Store {
         let Some((mut rec, config)) = found else {
             let mut ids = c.prepare("SELECT id FROM runs")?;
             let ids: Vec<String> = ids.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            return Err(StoreError::NotFound { what: "run", id: id.into(), hint: suggest(id, ids.iter().map(String::as_str)) });
+            return Err(StoreError::NotFound {
+                what: "run",
+                id: id.into(),
+                hint: suggest(id, ids.iter().map(String::as_str)),
+            });
         };
         rec.config = json(config, "run configuration")?;
         let mut stmt = c.prepare("SELECT sweep_id, position FROM sweep_runs WHERE run_id = ?1 ORDER BY sweep_id")?;
-        rec.sweeps = stmt.query_map([id], |r| Ok(SweepRef { sweep_id: r.get(0)?, position: r.get(1)? }))?.collect::<Result<_, _>>()?;
-        let mut stmt = c.prepare("SELECT key, value_json, source, detail, swept FROM params WHERE run_id = ?1 ORDER BY key")?;
-        let params: Vec<(String, String, String, String, bool)> =
-            stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+        rec.sweeps = stmt
+            .query_map([id], |r| Ok(SweepRef { sweep_id: r.get(0)?, position: r.get(1)? }))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt =
+            c.prepare("SELECT key, value_json, source, detail, swept FROM params WHERE run_id = ?1 ORDER BY key")?;
+        let params: Vec<(String, String, String, String, bool)> = stmt
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<Result<_, _>>()?;
         for (key, value, source, detail, swept) in params {
             rec.params.push(ParamRow { key, value: json(value, "parameter value")?, source, detail, swept });
         }
@@ -309,12 +325,22 @@ impl Store {
         )?;
         rec.metrics = stmt
             .query_map([id], |r| {
-                Ok(MetricSummary { key: r.get(0)?, points: r.get(1)?, last_step: r.get(2)?, min: r.get(3)?, max: r.get(4)?, last: r.get(5)? })
+                Ok(MetricSummary {
+                    key: r.get(0)?,
+                    points: r.get(1)?,
+                    last_step: r.get(2)?,
+                    min: r.get(3)?,
+                    max: r.get(4)?,
+                    last: r.get(5)?,
+                })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = c.prepare("SELECT at, from_status, to_status, reason FROM run_events WHERE run_id = ?1 ORDER BY id")?;
+        let mut stmt =
+            c.prepare("SELECT at, from_status, to_status, reason FROM run_events WHERE run_id = ?1 ORDER BY id")?;
         rec.events = stmt
-            .query_map(params![id], |r| Ok(EventRow { at: r.get(0)?, from: r.get(1)?, to: r.get(2)?, reason: r.get(3)? }))?
+            .query_map(params![id], |r| {
+                Ok(EventRow { at: r.get(0)?, from: r.get(1)?, to: r.get(2)?, reason: r.get(3)? })
+            })?
             .collect::<Result<_, _>>()?;
         Ok(rec)
     }

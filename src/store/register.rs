@@ -66,7 +66,8 @@ impl Store {
             let mut find = tx.prepare_cached(
                 "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC",
             )?;
-            let mut link = tx.prepare_cached("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id, position) VALUES (?1, ?2, ?3)")?;
+            let mut link =
+                tx.prepare_cached("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id, position) VALUES (?1, ?2, ?3)")?;
             let mut id_taken = tx.prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?;
             let mut insert_run = tx.prepare_cached(&format!(
                 "INSERT INTO runs (id, config_hash, config_json, seed, status, parent_run_id, code_version_id, created_at)
@@ -110,7 +111,14 @@ impl Store {
                             insert_param.execute(params![id, key, value, origin.kind(), origin.detail(), false])?;
                         }
                         for ((key, value), origin) in plan.keys.iter().zip(plan.values(planned)).zip(&sweep_origins) {
-                            insert_param.execute(params![id, key, value.to_string(), origin.kind(), origin.detail(), true])?;
+                            insert_param.execute(params![
+                                id,
+                                key,
+                                value.to_string(),
+                                origin.kind(),
+                                origin.detail(),
+                                true
+                            ])?;
                         }
                         insert_event.execute(params![id, reason])?;
                         let outcome = parent.map_or(Outcome::New, Outcome::Rerun);

@@ -6,7 +6,8 @@ use super::*;
 use crate::config::yaml;
 use crate::sweep::{self, Plan};
 
-const GRID: &str = "name: g\nparameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2]}\n";
+const GRID: &str =
+    "name: g\nparameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2]}\n";
 
 fn plan(text: &str) -> Plan {
     let spec = sweep::parse(yaml::parse(Path::new("g.yaml"), text).unwrap()).unwrap();
@@ -65,8 +66,12 @@ fn registering_records_runs_params_and_events() {
     assert_eq!(rec.config, serde_json::from_str::<serde_json::Value>(&p.config_text(&p.runs[1])).unwrap());
     assert_eq!(rec.config_hash, p.runs[1].config_hash.to_string());
     assert_eq!(rec.code_version, code());
-    let params: Vec<(&str, &str, bool)> = rec.params.iter().map(|p| (p.key.as_str(), p.source.as_str(), p.swept)).collect();
-    assert_eq!(params, [("train.batch_size", "flag", false), ("train.epochs", "sweep", true), ("train.learning_rate", "sweep", true)]);
+    let params: Vec<(&str, &str, bool)> =
+        rec.params.iter().map(|p| (p.key.as_str(), p.source.as_str(), p.swept)).collect();
+    assert_eq!(
+        params,
+        [("train.batch_size", "flag", false), ("train.epochs", "sweep", true), ("train.learning_rate", "sweep", true)]
+    );
     assert_eq!(rec.params[1].detail, "g.yaml:4:3");
     assert_eq!(rec.params[1].value, serde_json::json!(2));
     assert_eq!(rec.events.len(), 1);
@@ -83,7 +88,10 @@ fn resubmitting_never_duplicates_runs() {
     let second = store.register(&p, &code(), false).unwrap();
     assert!(!second.sweep_created);
     assert!(second.runs.iter().all(|r| r.outcome == Outcome::Existing));
-    assert_eq!(first.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(), second.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>());
+    assert_eq!(
+        first.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
+        second.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>()
+    );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 4);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM run_events"), 4);
 }
@@ -92,7 +100,9 @@ fn resubmitting_never_duplicates_runs() {
 fn another_sweep_with_an_overlapping_config_reuses_the_run() {
     let mut store = Store::in_memory().unwrap();
     store.register(&plan(GRID), &code(), false).unwrap();
-    let other = plan("name: h\nparameters:\n  train.learning_rate: {values: [1.0e-4, 3.0e-4]}\n  train.epochs: {values: [1]}\n");
+    let other = plan(
+        "name: h\nparameters:\n  train.learning_rate: {values: [1.0e-4, 3.0e-4]}\n  train.epochs: {values: [1]}\n",
+    );
     let reg = store.register(&other, &code(), false).unwrap();
     let outcomes: Vec<&Outcome> = reg.runs.iter().map(|r| &r.outcome).collect();
     assert_eq!(outcomes, [&Outcome::Existing, &Outcome::New]);
@@ -145,7 +155,8 @@ fn concurrent_submitters_create_each_run_once() {
     Store::open(&path).unwrap();
     let p = plan(GRID);
     let regs: Vec<Registration> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| Store::open(&path).unwrap().register(&p, &code(), false).unwrap())).collect();
+        let handles: Vec<_> =
+            (0..4).map(|_| s.spawn(|| Store::open(&path).unwrap().register(&p, &code(), false).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let store = Store::open(&path).unwrap();

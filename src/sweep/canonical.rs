@@ -28,7 +28,8 @@ impl Template {
         let mut json = base.clone();
         for (i, key) in keys.iter().enumerate() {
             let path: Vec<&str> = key.split('.').collect();
-            *leaf_mut(&mut json, &path).expect("swept keys are known leaves") = Value::String(format!("{MARK}{i}\u{1}"));
+            *leaf_mut(&mut json, &path).expect("swept keys are known leaves") =
+                Value::String(format!("{MARK}{i}\u{1}"));
         }
         let text = json.to_string();
         let mut segments = Vec::with_capacity(keys.len() + 1);

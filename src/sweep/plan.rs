@@ -52,7 +52,11 @@ pub struct PlannedRun {
 impl Plan {
     /// Resolves `spec` with the environment `env` (pass `std::env::vars()`) and `--set`
     /// `flags`, validates every swept value, and expands the runs.
-    pub fn build(spec: SweepSpec, env: impl IntoIterator<Item = (String, String)>, flags: &[String]) -> Result<Plan, ConfigError> {
+    pub fn build(
+        spec: SweepSpec,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> Result<Plan, ConfigError> {
         let mut layers = Layers::new();
         if let Some(extends) = &spec.extends {
             let doc = yaml::load_file(&extends.value).map_err(|e| extends_error(e, &extends.at, &extends.value))?;
@@ -119,7 +123,8 @@ impl Plan {
         let count = self.spec.run_cap.map_or(total, |cap| cap.min(total));
         if count > MAX_POINTS {
             let at = self.spec.parameters.first().map(|p| p.at.clone()).expect("parameters");
-            let msg = format!("the grid has {total} points, more than {MAX_POINTS}; set `run_cap:` or use fewer values");
+            let msg =
+                format!("the grid has {total} points, more than {MAX_POINTS}; set `run_cap:` or use fewer values");
             return Err(Problem::new(Origin::File(at), None, ProblemKind::Conflict(msg)).into());
         }
         let mut runs = Vec::with_capacity(count as usize);
@@ -189,7 +194,12 @@ impl Plan {
 
 /// Normalised values a grid point may take (random search adds its draws later), each
 /// validated against the configuration; problems point at the value in the sweep file.
-fn candidate_values(base: &Resolved, p: &Parameter, method: Method, problems: &mut Vec<Problem>) -> Vec<(Value, String)> {
+fn candidate_values(
+    base: &Resolved,
+    p: &Parameter,
+    method: Method,
+    problems: &mut Vec<Problem>,
+) -> Vec<(Value, String)> {
     let mut check = |raw: &Value, at: &Location| -> Option<Value> {
         base.probe(&p.key, raw)
             .map_err(|e| {
@@ -217,7 +227,11 @@ fn candidate_values(base: &Resolved, p: &Parameter, method: Method, problems: &m
                 Some(values) => values.into_iter().map(|v| (v.clone(), v.to_string())).collect(),
                 None => {
                     let msg = "a grid needs a finite set of values: use `values:`, int_uniform or q_uniform, or `method: random`";
-                    problems.push(Problem::new(Origin::File(p.at.clone()), Some(p.key.clone()), ProblemKind::Conflict(msg.into())));
+                    problems.push(Problem::new(
+                        Origin::File(p.at.clone()),
+                        Some(p.key.clone()),
+                        ProblemKind::Conflict(msg.into()),
+                    ));
                     Vec::new()
                 }
             };

@@ -26,22 +26,20 @@ impl fmt::Display for ConfigHash {
 }
 
 const ADJECTIVES: [&str; 64] = [
-    "able", "amber", "azure", "bold", "brave", "brisk", "calm", "clever", "cosmic", "crisp",
-    "daring", "deft", "eager", "early", "fancy", "fair", "fleet", "fond", "gentle", "glad",
-    "golden", "grand", "happy", "hardy", "honest", "ivory", "jolly", "keen", "kind", "lively",
-    "lucid", "lucky", "merry", "mellow", "misty", "modest", "noble", "olive", "plucky", "polite",
-    "proud", "quick", "quiet", "rapid", "rosy", "royal", "rustic", "shiny", "silent", "silver",
-    "sleek", "snowy", "solar", "steady", "stout", "sunny", "swift", "tidy", "urban", "vivid",
-    "warm", "wise", "witty", "zesty",
+    "able", "amber", "azure", "bold", "brave", "brisk", "calm", "clever", "cosmic", "crisp", "daring", "deft", "eager",
+    "early", "fancy", "fair", "fleet", "fond", "gentle", "glad", "golden", "grand", "happy", "hardy", "honest",
+    "ivory", "jolly", "keen", "kind", "lively", "lucid", "lucky", "merry", "mellow", "misty", "modest", "noble",
+    "olive", "plucky", "polite", "proud", "quick", "quiet", "rapid", "rosy", "royal", "rustic", "shiny", "silent",
+    "silver", "sleek", "snowy", "solar", "steady", "stout", "sunny", "swift", "tidy", "urban", "vivid", "warm", "wise",
+    "witty", "zesty",
 ];
 
 const NOUNS: [&str; 64] = [
-    "acorn", "badger", "beacon", "birch", "bison", "breeze", "brook", "canyon", "cedar", "comet",
-    "coral", "crane", "delta", "dune", "eagle", "ember", "falcon", "fern", "fjord", "forest",
-    "fox", "glade", "glacier", "grove", "harbor", "hawk", "heron", "island", "jaguar", "lagoon",
-    "lark", "lynx", "maple", "meadow", "mesa", "moose", "nebula", "oak", "orca", "otter",
-    "panda", "pebble", "pine", "prairie", "quartz", "raven", "reef", "ridge", "river", "robin",
-    "sage", "salmon", "sequoia", "sparrow", "spruce", "summit", "thicket", "tiger", "tundra",
+    "acorn", "badger", "beacon", "birch", "bison", "breeze", "brook", "canyon", "cedar", "comet", "coral", "crane",
+    "delta", "dune", "eagle", "ember", "falcon", "fern", "fjord", "forest", "fox", "glade", "glacier", "grove",
+    "harbor", "hawk", "heron", "island", "jaguar", "lagoon", "lark", "lynx", "maple", "meadow", "mesa", "moose",
+    "nebula", "oak", "orca", "otter", "panda", "pebble", "pine", "prairie", "quartz", "raven", "reef", "ridge",
+    "river", "robin", "sage", "salmon", "sequoia", "sparrow", "spruce", "summit", "thicket", "tiger", "tundra",
     "valley", "walrus", "willow", "wren", "zephyr",
 ];
 
@@ -62,7 +60,10 @@ pub fn run_id(hash: ConfigHash, hex: usize) -> String {
 pub fn looks_like_run_id(text: &str) -> bool {
     let mut parts = text.splitn(3, '-');
     let (Some(a), Some(n), Some(h)) = (parts.next(), parts.next(), parts.next()) else { return false };
-    ADJECTIVES.contains(&a) && NOUNS.contains(&n) && h.len() >= MIN_HEX && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    ADJECTIVES.contains(&a)
+        && NOUNS.contains(&n)
+        && h.len() >= MIN_HEX
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn probabilities_weight_the_draws() {
         let mut rng = Rng::new(5);
-        let d = Domain::Values { values: vec![at(Value::from(0)), at(Value::from(1))], probabilities: Some(vec![0.9, 0.1]) };
+        let d = Domain::Values {
+            values: vec![at(Value::from(0)), at(Value::from(1))],
+            probabilities: Some(vec![0.9, 0.1]),
+        };
         let ones = (0..2000).filter(|_| draw(&d, &mut rng) == Value::from(1)).count();
         assert!((120..280).contains(&ones), "{ones}");
     }

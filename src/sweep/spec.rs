@@ -191,11 +191,8 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
         None | Some("grid") => Method::Grid,
         Some("random") => Method::Random,
         Some(other) => {
-            let expected = if other == "bayes" {
-                "grid or random (bayes search is not supported)"
-            } else {
-                "grid or random"
-            };
+            let expected =
+                if other == "bayes" { "grid or random (bayes search is not supported)" } else { "grid or random" };
             r.invalid(&["method"], expected, &top["method"]);
             Method::Grid
         }
@@ -217,7 +214,8 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
     if method == Method::Random && run_cap.is_none() {
         r.missing(&[] as &[&str], "`run_cap:` (random search needs a number of runs)");
     }
-    let spec = SweepSpec { file, name, description, extends, method, metric, run_cap, seed, parameters, doc: doc.clone() };
+    let spec =
+        SweepSpec { file, name, description, extends, method, metric, run_cap, seed, parameters, doc: doc.clone() };
     ConfigError::check(r.problems, spec)
 }
 
@@ -330,10 +328,14 @@ impl Reader<'_> {
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             match spec {
-                _ if !valid => self.problem(p, true, ProblemKind::Invalid {
-                    expected: "a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*".into(),
-                    found: format!("{name:?}"),
-                }),
+                _ if !valid => self.problem(
+                    p,
+                    true,
+                    ProblemKind::Invalid {
+                        expected: "a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*".into(),
+                        found: format!("{name:?}"),
+                    },
+                ),
                 Value::Object(obj) if obj.contains_key("parameters") => match &obj["parameters"] {
                     Value::Object(nested) if obj.len() == 1 => {
                         p.push("parameters".into());
@@ -441,7 +443,11 @@ impl Reader<'_> {
         let kp: Vec<String> = p.iter().cloned().chain(["probabilities".to_string()]).collect();
         let probs: Option<Vec<f64>> = v.as_array().and_then(|a| a.iter().map(Value::as_f64).collect());
         match probs {
-            Some(ps) if ps.len() == n && ps.iter().all(|&x| x >= 0.0) && (ps.iter().sum::<f64>() - 1.0).abs() < 1e-6 => Some(ps),
+            Some(ps)
+                if ps.len() == n && ps.iter().all(|&x| x >= 0.0) && (ps.iter().sum::<f64>() - 1.0).abs() < 1e-6 =>
+            {
+                Some(ps)
+            }
             _ => {
                 let expected = format!("{n} numbers >= 0 that sum to 1, one per value");
                 self.invalid(&kp, &expected, v);

@@ -27,11 +27,15 @@ fn values(plan: &Plan) -> Vec<Vec<Value>> {
 
 #[test]
 fn grid_is_cartesian_in_file_order_last_fastest() {
-    let p = plan("parameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2, 3]}\n").unwrap();
+    let p =
+        plan("parameters:\n  train.learning_rate: {values: [1.0e-4, 2.0e-4]}\n  train.epochs: {values: [1, 2, 3]}\n")
+            .unwrap();
     assert_eq!(p.keys, ["train.learning_rate", "train.epochs"]);
     let got = values(&p);
-    let expected: Vec<Vec<Value>> =
-        [(1e-4, 1), (1e-4, 2), (1e-4, 3), (2e-4, 1), (2e-4, 2), (2e-4, 3)].iter().map(|(a, b)| vec![json!(a), json!(b)]).collect();
+    let expected: Vec<Vec<Value>> = [(1e-4, 1), (1e-4, 2), (1e-4, 3), (2e-4, 1), (2e-4, 2), (2e-4, 3)]
+        .iter()
+        .map(|(a, b)| vec![json!(a), json!(b)])
+        .collect();
     assert_eq!(got, expected);
     assert_eq!(p.runs.iter().map(|r| r.position).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
 }
@@ -44,7 +48,8 @@ fn run_cap_keeps_the_first_points() {
 
 #[test]
 fn nested_parameters_and_constants() {
-    let p = plan("parameters:\n  train:\n    parameters:\n      epochs: {values: [1, 2]}\n  seed: {value: 3}\n").unwrap();
+    let p =
+        plan("parameters:\n  train:\n    parameters:\n      epochs: {values: [1, 2]}\n  seed: {value: 3}\n").unwrap();
     assert_eq!(p.keys, ["train.epochs", "seed"]);
     assert_eq!(values(&p), vec![vec![json!(1), json!(3)], vec![json!(2), json!(3)]]);
 }
@@ -90,20 +95,59 @@ fn random_search_over_a_small_space_stops_when_exhausted() {
 #[test]
 fn sweep_file_errors_name_position_key_and_expectation() {
     let cases: [(&str, &str); 14] = [
-        ("paramters: {}\nparameters: {seed: {value: 1}}\n", "s.yaml:1:1: key `paramters`: unknown key (did you mean `parameters`?)"),
-        ("method: bayes\nparameters: {seed: {value: 1}}\n", "s.yaml:1:9: key `method`: expected grid or random (bayes search is not supported), found \"bayes\""),
-        ("method: random\nparameters: {seed: {value: 1}}\n", "s.yaml:1:1: missing: expected `run_cap:` (random search needs a number of runs)"),
-        ("run_cap: 0\nparameters: {seed: {value: 1}}\n", "s.yaml:1:10: key `run_cap`: expected an integer >= 1, found 0"),
+        (
+            "paramters: {}\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:1: key `paramters`: unknown key (did you mean `parameters`?)",
+        ),
+        (
+            "method: bayes\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:9: key `method`: expected grid or random (bayes search is not supported), found \"bayes\"",
+        ),
+        (
+            "method: random\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:1: missing: expected `run_cap:` (random search needs a number of runs)",
+        ),
+        (
+            "run_cap: 0\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:10: key `run_cap`: expected an integer >= 1, found 0",
+        ),
         ("name: x\n", "s.yaml:1:1: missing: expected `parameters:` (the swept settings)"),
-        ("parameters:\n  seed: {values: []}\n", "s.yaml:2:18: key `parameters.seed.values`: expected a non-empty list of values, found []"),
-        ("parameters:\n  seed: {min: 3, max: 1}\n", "s.yaml:2:15: key `parameters.seed.min`: expected min <= max (1), found 3"),
-        ("parameters:\n  x: {distribution: uniform, min: 0, max: 1, q: 2, foo: 1}\n", "s.yaml:2:52: key `parameters.x.foo`: unknown key (see the sweep-file reference in README.md)"),
-        ("parameters:\n  x: {distribution: unifrom, min: 0, max: 1}\n", "s.yaml:2:21: key `parameters.x.distribution`: expected one of categorical, uniform, log_uniform_values, int_uniform, q_uniform (did you mean uniform?), found \"unifrom\""),
-        ("parameters:\n  x: {distribution: log_uniform_values, min: 0, max: 1}\n", "s.yaml:2:46: key `parameters.x.min`: expected a number > 0 (log scale), found 0"),
-        ("parameters:\n  x: {distribution: q_uniform, min: 0, max: 1, q: 0}\n", "s.yaml:2:51: key `parameters.x.q`: expected a number > 0, found 0"),
-        ("parameters:\n  1x: {value: 1}\n", "s.yaml:2:3: key `parameters.1x`: expected a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*, found \"1x\""),
-        ("metric: {name: loss, goal: lowest}\nparameters: {seed: {value: 1}}\n", "s.yaml:1:28: key `metric.goal`: expected minimize or maximize, found \"lowest\""),
-        ("parameters:\n  x: {values: [1, 2], probabilities: [0.5]}\n", "s.yaml:2:38: key `parameters.x.probabilities`: expected 2 numbers >= 0 that sum to 1, one per value, found [0.5]"),
+        (
+            "parameters:\n  seed: {values: []}\n",
+            "s.yaml:2:18: key `parameters.seed.values`: expected a non-empty list of values, found []",
+        ),
+        (
+            "parameters:\n  seed: {min: 3, max: 1}\n",
+            "s.yaml:2:15: key `parameters.seed.min`: expected min <= max (1), found 3",
+        ),
+        (
+            "parameters:\n  x: {distribution: uniform, min: 0, max: 1, q: 2, foo: 1}\n",
+            "s.yaml:2:52: key `parameters.x.foo`: unknown key (see the sweep-file reference in README.md)",
+        ),
+        (
+            "parameters:\n  x: {distribution: unifrom, min: 0, max: 1}\n",
+            "s.yaml:2:21: key `parameters.x.distribution`: expected one of categorical, uniform, log_uniform_values, int_uniform, q_uniform (did you mean uniform?), found \"unifrom\"",
+        ),
+        (
+            "parameters:\n  x: {distribution: log_uniform_values, min: 0, max: 1}\n",
+            "s.yaml:2:46: key `parameters.x.min`: expected a number > 0 (log scale), found 0",
+        ),
+        (
+            "parameters:\n  x: {distribution: q_uniform, min: 0, max: 1, q: 0}\n",
+            "s.yaml:2:51: key `parameters.x.q`: expected a number > 0, found 0",
+        ),
+        (
+            "parameters:\n  1x: {value: 1}\n",
+            "s.yaml:2:3: key `parameters.1x`: expected a parameter name matching [A-Za-z_][A-Za-z0-9_.-]*, found \"1x\"",
+        ),
+        (
+            "metric: {name: loss, goal: lowest}\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:28: key `metric.goal`: expected minimize or maximize, found \"lowest\"",
+        ),
+        (
+            "parameters:\n  x: {values: [1, 2], probabilities: [0.5]}\n",
+            "s.yaml:2:38: key `parameters.x.probabilities`: expected 2 numbers >= 0 that sum to 1, one per value, found [0.5]",
+        ),
     ];
     let wrong: Vec<_> = cases.iter().map(|(t, e)| (errors(spec(t)), e)).filter(|(got, e)| *got != [**e]).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -112,12 +156,30 @@ fn sweep_file_errors_name_position_key_and_expectation() {
 #[test]
 fn plan_errors_point_at_the_sweep_file() {
     let cases: [(&str, &str); 6] = [
-        ("parameters:\n  train.learnin_rate: {values: [1]}\n", "s.yaml:2:3: key `train.learnin_rate`: unknown key (did you mean `train.learning_rate`?)"),
-        ("parameters:\n  train.learning_rate: {values: [1.0e-4, -1]}\n", "s.yaml:2:42: key `train.learning_rate`: expected a number > 0, found -1"),
-        ("parameters:\n  train.epochs: {values: [1, two]}\n", "s.yaml:2:30: key `train.epochs`: expected a whole number >= 0, found \"two\""),
-        ("parameters:\n  train.epochs: {values: [1, 1]}\n", "s.yaml:2:30: key `train.epochs`: expected each value once, found 1 again"),
-        ("parameters:\n  train.learning_rate: {min: 1.0e-5, max: 1.0e-3}\n", "s.yaml:2:3: key `train.learning_rate`: a grid needs a finite set of values: use `values:`, int_uniform or q_uniform, or `method: random`"),
-        ("parameters:\n  train.epochs: {values: [1]}\n  train:\n    parameters:\n      epochs: {values: [2]}\n", "s.yaml:5:7: key `train.epochs`: swept twice; keep one declaration"),
+        (
+            "parameters:\n  train.learnin_rate: {values: [1]}\n",
+            "s.yaml:2:3: key `train.learnin_rate`: unknown key (did you mean `train.learning_rate`?)",
+        ),
+        (
+            "parameters:\n  train.learning_rate: {values: [1.0e-4, -1]}\n",
+            "s.yaml:2:42: key `train.learning_rate`: expected a number > 0, found -1",
+        ),
+        (
+            "parameters:\n  train.epochs: {values: [1, two]}\n",
+            "s.yaml:2:30: key `train.epochs`: expected a whole number >= 0, found \"two\"",
+        ),
+        (
+            "parameters:\n  train.epochs: {values: [1, 1]}\n",
+            "s.yaml:2:30: key `train.epochs`: expected each value once, found 1 again",
+        ),
+        (
+            "parameters:\n  train.learning_rate: {min: 1.0e-5, max: 1.0e-3}\n",
+            "s.yaml:2:3: key `train.learning_rate`: a grid needs a finite set of values: use `values:`, int_uniform or q_uniform, or `method: random`",
+        ),
+        (
+            "parameters:\n  train.epochs: {values: [1]}\n  train:\n    parameters:\n      epochs: {values: [2]}\n",
+            "s.yaml:5:7: key `train.epochs`: swept twice; keep one declaration",
+        ),
     ];
     let wrong: Vec<_> = cases.iter().map(|(t, e)| (errors(plan(t)), e)).filter(|(got, e)| *got != [**e]).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -127,7 +189,10 @@ fn plan_errors_point_at_the_sweep_file() {
 fn a_swept_key_cannot_also_be_forced_by_flag_or_env() {
     let s = spec("parameters:\n  train.epochs: {values: [1, 2]}\n").unwrap();
     let err = Plan::build(s.clone(), Vec::new(), &["train.epochs=3".into()]).unwrap_err().to_string();
-    assert_eq!(err, "s.yaml:2:3: key `train.epochs`: swept here but also set by flag --set train.epochs=3; remove one of them");
+    assert_eq!(
+        err,
+        "s.yaml:2:3: key `train.epochs`: swept here but also set by flag --set train.epochs=3; remove one of them"
+    );
     let env = vec![("DBSWEEP_TRAIN__EPOCHS".to_string(), "3".to_string())];
     let err = Plan::build(s, env, &[]).unwrap_err().to_string();
     assert!(err.contains("also set by environment variable DBSWEEP_TRAIN__EPOCHS"), "{err}");
@@ -168,7 +233,8 @@ fn too_large_a_grid_is_refused_unless_capped() {
 }
 
 /// Keys whose values can be any integer from 1 to 99 (floats accept integers too).
-const KEYS: [&str; 6] = ["seed", "train.epochs", "train.batch_size", "train.learning_rate", "train.prior_loss_weight", "validation.steps"];
+const KEYS: [&str; 6] =
+    ["seed", "train.epochs", "train.batch_size", "train.learning_rate", "train.prior_loss_weight", "validation.steps"];
 
 fn grid_text(sets: &[Vec<u32>]) -> String {
     let mut text = String::from("parameters:\n");
@@ -180,7 +246,10 @@ fn grid_text(sets: &[Vec<u32>]) -> String {
 }
 
 fn value_sets() -> impl Strategy<Value = Vec<Vec<u32>>> {
-    prop::collection::vec(prop::collection::btree_set(1u32..100, 1..5).prop_map(|s| s.into_iter().collect()), 1..=KEYS.len())
+    prop::collection::vec(
+        prop::collection::btree_set(1u32..100, 1..5).prop_map(|s| s.into_iter().collect()),
+        1..=KEYS.len(),
+    )
 }
 
 proptest! {

@@ -24,7 +24,10 @@ fn unknown_key_in_base_with_suggestion() {
     let env = Env::new();
     let f = env.write("s.yaml", "base:\n  train:\n    learnin_rate: 0.1\nparameters:\n  seed: {values: [1]}\n");
     let err = bad(&env, &["submit", &f]);
-    assert!(err.contains("s.yaml:3:5: key `train.learnin_rate`: unknown key (did you mean `train.learning_rate`?)"), "{err}");
+    assert!(
+        err.contains("s.yaml:3:5: key `train.learnin_rate`: unknown key (did you mean `train.learning_rate`?)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,10 +51,17 @@ fn bad_flag_and_bad_environment_variable() {
     let err = bad(&env, &["submit", "sweeps/lr_grid.yaml", "--set", "train.batch_size"]);
     assert!(err.contains("flag --set train.batch_size: expected key=value"), "{err}");
     let err = bad(&env, &["submit", "sweeps/lr_grid.yaml", "--set", "train.batch_size=0"]);
-    assert!(err.contains("flag --set train.batch_size=0: key `train.batch_size`: expected an integer >= 1, found 0"), "{err}");
+    assert!(
+        err.contains("flag --set train.batch_size=0: key `train.batch_size`: expected an integer >= 1, found 0"),
+        "{err}"
+    );
     let run = env.run_with(&["submit", "sweeps/lr_grid.yaml"], &[("DBSWEEP_TRAIN__BATCH_SIZE", "many")]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("environment variable DBSWEEP_TRAIN__BATCH_SIZE: key `train.batch_size`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("environment variable DBSWEEP_TRAIN__BATCH_SIZE: key `train.batch_size`"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -34,5 +34,9 @@ fn unknown_sweep_is_bad_input_with_a_suggestion() {
     env.ok(&["submit", "sweeps/lr_grid.yaml"]);
     let run = env.run(&["ls", "lr_gird"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("no sweep `lr_gird`") && run.stderr.contains("did you mean `lr_grid`?"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no sweep `lr_gird`") && run.stderr.contains("did you mean `lr_grid`?"),
+        "{}",
+        run.stderr
+    );
 }

@@ -2,6 +2,7 @@
 //! and exit codes. Every test gets its own output root in a temporary folder and runs from
 //! the repository root, so the shipped `sweeps/` files are what is tested.
 
+mod docs;
 mod errors;
 mod ls;
 mod plan;

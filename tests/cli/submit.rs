@@ -11,8 +11,10 @@ fn resubmitting_the_same_file_adds_nothing() {
     let second = env.json(&["submit", "sweeps/lr_grid.yaml", "--json"]);
     assert_eq!(second["sweep_created"], false);
     assert!(second["runs"].as_array().unwrap().iter().all(|r| r["outcome"]["kind"] == "existing"));
-    assert_eq!(first["runs"].as_array().unwrap().iter().map(|r| &r["run_id"]).collect::<Vec<_>>(),
-               second["runs"].as_array().unwrap().iter().map(|r| &r["run_id"]).collect::<Vec<_>>());
+    assert_eq!(
+        first["runs"].as_array().unwrap().iter().map(|r| &r["run_id"]).collect::<Vec<_>>(),
+        second["runs"].as_array().unwrap().iter().map(|r| &r["run_id"]).collect::<Vec<_>>()
+    );
     let text = env.ok(&["submit", "sweeps/lr_grid.yaml"]);
     assert!(text.contains("0 new runs, 8 reused"), "{text}");
 }
