@@ -57,7 +57,7 @@ pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> 
         write!(out, "{}", table::render(&headers, &rows))?;
     }
     if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&docs).expect("json"))?;
+        super::print_json(out, &docs)?;
     }
     Ok(())
 }

@@ -95,6 +95,13 @@ pub enum Error {
     Output(#[from] std::io::Error),
 }
 
+/// Writes `value` as pretty JSON and a newline.
+fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+    writeln!(out)?;
+    Ok(())
+}
+
 /// Runs `cli` with the process environment `env`, writing results to `out`.
 pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<(), Error> {
     let db = cli.root.join(DB_FILE);

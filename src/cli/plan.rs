@@ -60,7 +60,7 @@ pub fn plan(
             "metric": plan.spec.metric.as_ref().map(|m| json!({"name": m.name, "goal": m.goal.as_str()})),
             "keys": plan.keys, "runs": runs,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
+        super::print_json(out, &doc)?;
         return Ok(());
     }
     let mut headers = vec!["#".to_string(), "RUN ID".to_string()];
@@ -97,7 +97,7 @@ pub fn submit(
     let mut store = Store::open(db)?;
     let reg = store.register(&plan, &CodeVersion::current(), rerun)?;
     if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&reg).expect("json"))?;
+        super::print_json(out, &reg)?;
         return Ok(());
     }
     let new = reg.runs.iter().filter(|r| r.outcome != crate::store::Outcome::Existing).count();

@@ -13,7 +13,7 @@ pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Resu
     };
     let rec = store.run(run_id)?;
     if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rec).expect("json"))?;
+        super::print_json(out, &rec)?;
         return Ok(());
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());

@@ -112,9 +112,9 @@ impl Plan {
         out
     }
 
-    /// The swept parameters, in the order of [`Plan::keys`].
+    /// The swept parameters, in the order of [`Plan::keys`] (a built plan has no invalid ones).
     pub fn parameters(&self) -> impl Iterator<Item = &Parameter> {
-        self.keys.iter().map(|k| self.spec.parameters.iter().find(|p| &p.key == k).expect("swept key"))
+        self.spec.parameters.iter()
     }
 
     fn expand_grid(&mut self) -> Result<(), ConfigError> {
