@@ -17,6 +17,8 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod model;
 pub mod rng;
 pub mod store;
 pub mod sweep;
+pub mod train;

@@ -44,6 +44,19 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// A standard normal sample (Box-Muller on two uniforms; the second value is discarded so
+    /// every draw consumes exactly two numbers).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// `n` standard normal samples as f32.
+    pub fn normals_f32(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal() as f32).collect()
+    }
+
     /// An integer uniform in `0..n` (`n > 0`), without modulo bias (Lemire's method).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "Rng::below(0)");
@@ -79,6 +92,15 @@ mod tests {
             seen[r.below(5) as usize] += 1;
         }
         assert!(seen.iter().all(|&c| (1800..2200).contains(&c)), "{seen:?}");
+    }
+
+    #[test]
+    fn normals_have_unit_moments() {
+        let xs = Rng::new(9).normals_f32(20_000);
+        let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(xs.iter().all(|x| x.is_finite()));
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! Errors of the model layer: unreadable or inconsistent model folders, and compute errors.
+
+use std::path::PathBuf;
+
+/// What went wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file of the model folder could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON config file is malformed or holds a value dbsweep cannot use.
+    #[error("{path}:{line}:{column}: {message}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// The weights do not match the architecture the config describes.
+    #[error("`{path}` does not match its config:\n{}", problems.join("\n"))]
+    Weights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// One line per missing or mis-shaped tensor.
+        problems: Vec<String>,
+    },
+    /// A model folder lacks a required file.
+    #[error("`{folder}` is not a diffusers model folder: {what} is missing (expected {expected})")]
+    Layout {
+        /// The folder.
+        folder: PathBuf,
+        /// What is missing.
+        what: String,
+        /// What should be there.
+        expected: String,
+    },
+    /// The tokenizer could not be built or used.
+    #[error("tokenizer `{path}`: {message}")]
+    Tokenizer {
+        /// The tokenizer folder or file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// A tensor computation failed.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Writing an output failed.
+    #[error("cannot write `{path}`: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+}
+
+impl ModelError {
+    /// Whether the error is the user's input (a bad folder, config, weights or tokenizer).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, ModelError::Candle(_) | ModelError::Write { .. })
+    }
+
+    /// A config error at the position serde_json reported.
+    pub fn config(path: &std::path::Path, err: &serde_json::Error) -> Self {
+        ModelError::Config {
+            path: path.to_path_buf(),
+            line: err.line(),
+            column: err.column(),
+            message: err.to_string(),
+        }
+    }
+
+    /// A config error about one key.
+    pub fn config_key(path: &std::path::Path, key: &str, message: impl std::fmt::Display) -> Self {
+        ModelError::Config { path: path.to_path_buf(), line: 0, column: 0, message: format!("key `{key}`: {message}") }
+    }
+}
+
+/// Result alias of the model layer.
+pub type Result<T> = std::result::Result<T, ModelError>;

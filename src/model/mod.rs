@@ -1,0 +1,19 @@
+//! Stable Diffusion on candle: the trainable UNet and CLIP text encoder, the frozen VAE, the
+//! tokenizer, noise schedules and the sampler, loaded from diffusers-layout folders.
+//!
+//! Every module that is trained is built from ops whose backward pass is correct (see
+//! [`nn`]); parity tests against PyTorch + diffusers guard outputs and gradients.
+
+pub mod attention;
+pub mod clip;
+pub mod error;
+pub mod json;
+pub mod nn;
+pub mod pipeline;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{ModelError, Result};

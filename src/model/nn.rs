@@ -1,0 +1,107 @@
+//! Layers every model here is built from, each made of candle ops whose backward pass is
+//! correct.
+//!
+//! candle-nn 0.11's fused `softmax_last_dim` and `layer_norm` (which `candle_nn::LayerNorm`
+//! uses on contiguous input) are built with `apply_op*_no_bwd`: gradients silently stop there
+//! (huggingface/candle#3569). Trained modules must therefore use [`softmax`] and [`LayerNorm`]
+//! below, composed from differentiable primitives; the parity tests against PyTorch guard it.
+//! Linear, conv2d, group norm, embedding, gelu, silu and sigmoid backpropagate correctly and
+//! are taken from candle as they are.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+
+/// Softmax over the last dimension, differentiable (max-subtracted for stability).
+pub fn softmax(xs: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(xs, D::Minus1)
+}
+
+/// Layer normalisation over the last dimension with learned scale and shift.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// `weight` and `bias` of size `dim` under `vb`.
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps: eps as f32 })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// A linear layer, with or without bias.
+pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    if bias { candle_nn::linear(in_dim, out_dim, vb) } else { candle_nn::linear_no_bias(in_dim, out_dim, vb) }
+}
+
+/// A square-kernel 2-D convolution with bias.
+pub fn conv2d(
+    in_ch: usize,
+    out_ch: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+    candle_nn::conv2d(in_ch, out_ch, kernel, cfg, vb)
+}
+
+/// Group normalisation.
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    candle_nn::group_norm(groups, channels, eps, vb)
+}
+
+/// `x * sigmoid(1.702 x)`: CLIP's original GELU approximation.
+pub fn quick_gelu(xs: &Tensor) -> Result<Tensor> {
+    xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// Why this module exists: candle-nn's fused ops drop gradients without an error.
+    #[test]
+    fn composed_softmax_and_layer_norm_backpropagate_where_fused_ones_do_not() {
+        let x = Var::from_tensor(&Tensor::new(&[[0.3f32, -1.2, 2.0, 0.5]], &Device::Cpu).unwrap()).unwrap();
+        let w = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+        let ours = (super::softmax(&x).unwrap().broadcast_mul(&w).unwrap()).sum_all().unwrap().backward().unwrap();
+        let g = ours.get(&x).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // d/dx sum(w * softmax(x)) = y * (w - sum(w * y)), non-zero here.
+        assert!(g.iter().any(|v| v.abs() > 1e-3), "{g:?}");
+        let fused = candle_nn::ops::softmax_last_dim(&x)
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(fused.get(&x).is_none(), "candle-nn fixed its fused softmax backward: the workaround can go");
+        let ln = super::LayerNorm {
+            weight: Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            bias: Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            eps: 1e-5,
+        };
+        let grads = candle_core::Module::forward(&ln, &x)
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(grads.get(&x).is_some());
+    }
+}

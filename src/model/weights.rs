@@ -1,0 +1,54 @@
+//! Moving weights between safetensors files and variable maps.
+//!
+//! Files are memory-mapped. Loading checks every variable the architecture declares against the
+//! file and reports every missing or mis-shaped tensor by name and shape at once; tensors the
+//! architecture does not use (e.g. `position_ids` buffers in older CLIP saves) are ignored.
+
+use std::path::Path;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_nn::VarMap;
+
+use super::error::{ModelError, Result};
+
+/// Loads every variable of `varmap` from the safetensors file at `path`.
+pub fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(ModelError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
+    }
+    // SAFETY: the file is mapped read-only and only read while `file` lives, inside this
+    // function; dbsweep never writes a weights file in place (writes go to a temporary file
+    // that is renamed), so the mapping cannot change underneath.
+    let file = unsafe { MmapedSafetensors::new(path) }.map_err(|e| ModelError::Weights {
+        path: path.to_path_buf(),
+        problems: vec![format!("not a readable safetensors file: {e}")],
+    })?;
+    let vars = varmap.data().lock().expect("variable map lock");
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut problems = Vec::new();
+    for name in names {
+        let var = &vars[name];
+        let expected = var.dims().to_vec();
+        match file.get(name) {
+            Err(_) => problems.push(format!("tensor `{name}` {expected:?}: missing")),
+            Ok(view) if view.shape() != expected.as_slice() => {
+                problems.push(format!("tensor `{name}`: expected shape {expected:?}, found {:?}", view.shape()))
+            }
+            Ok(_) => {
+                let tensor = file.load(name, var.device())?.to_dtype(var.dtype())?;
+                var.set(&tensor)?;
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ModelError::Weights { path: path.to_path_buf(), problems }) }
+}
+
+/// Writes every variable of `varmap` to `path` atomically (temporary file, fsync, rename).
+pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
+    let write_err = |e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
+    let tmp = path.with_extension("safetensors.tmp");
+    varmap.save(&tmp).map_err(|e| write_err(&e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| write_err(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| write_err(&e))
+}
