@@ -4,7 +4,7 @@
 //! |------|---------|
 //! | 0    | success |
 //! | 1    | runs failed, or an unexpected internal error |
-//! | 2    | bad input of any kind: flags, YAML, settings, unknown run or sweep ids |
+//! | 2    | bad input of any kind: flags, YAML, settings, model folders, unknown run or sweep ids |
 //! | 130  | interrupted (Ctrl-C) |
 
 use crate::cli::Error;
@@ -24,6 +24,7 @@ pub fn code(err: &Error) -> i32 {
     match err {
         Error::Config(_) | Error::Usage(_) => BAD_INPUT,
         Error::Store(StoreError::NotFound { .. } | StoreError::SchemaTooNew { .. }) => BAD_INPUT,
-        Error::Store(_) | Error::Output(_) => FAILED,
+        Error::Model(e) if e.is_bad_input() => BAD_INPUT,
+        Error::Store(_) | Error::Model(_) | Error::Tensor(_) | Error::Output(_) => FAILED,
     }
 }

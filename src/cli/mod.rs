@@ -3,6 +3,7 @@
 
 mod ls;
 mod plan;
+mod sample;
 mod show;
 mod table;
 
@@ -68,6 +69,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sample images from a model folder or `builtin:tiny` (DDIM, classifier-free guidance).
+    Sample(sample::SampleArgs),
     /// Show the whole lineage record of one run.
     Show {
         /// The run id.
@@ -90,6 +93,12 @@ pub enum Error {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// A model folder is unusable, or computing with it failed.
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
+    /// A tensor computation failed.
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -110,5 +119,6 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<()
         Command::Submit { sweep, rerun, json } => plan::submit(&sweep, env, &db, rerun, json, out),
         Command::Ls { sweep, json } => ls::ls(&db, sweep.as_deref(), json, out),
         Command::Show { run_id, json } => show::show(&db, &run_id, json, out),
+        Command::Sample(args) => sample::sample(&args, &cli.root, out),
     }
 }

@@ -5,11 +5,13 @@
 //! [`nn`]); parity tests against PyTorch + diffusers guard outputs and gradients.
 
 pub mod attention;
+pub mod builtin;
 pub mod clip;
 pub mod error;
 pub mod json;
 pub mod nn;
 pub mod pipeline;
+pub mod png;
 pub mod scheduler;
 pub mod tokenizer;
 pub mod unet;

@@ -1,0 +1,118 @@
+//! `dbsweep sample`: images from a model folder or `builtin:tiny`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use super::Error;
+use crate::model::attention::AttentionMode;
+use crate::model::pipeline::{SampleRequest, StableDiffusion};
+use crate::model::{ModelError, builtin, png};
+
+/// Options of `dbsweep sample`.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// A diffusers-layout model folder, or `builtin:tiny`.
+    #[arg(long, default_value = builtin::NAME)]
+    pub model: String,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to steer away from (the unconditional branch of guidance).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 disables guidance).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Seed of the first image; image i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of images.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Image size in pixels (default: the model's).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Initial latents from a safetensors file (tensor `latents`, [n, channels, h, w]), as
+    /// diffusers pipelines accept `latents=`.
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    /// Attend in chunks of this many queries (bounded memory) instead of all at once.
+    #[arg(long)]
+    pub attention_chunk: Option<usize>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Samples and writes `sample-NN-seedS.png` files; prints their paths.
+pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    if args.steps == 0 || args.n == 0 || !(args.guidance >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--steps and --n must be at least 1 and --guidance at least 0 (got steps {}, n {}, guidance {})",
+            args.steps, args.n, args.guidance
+        )));
+    }
+    let device = Device::Cpu;
+    let mode = args.attention_chunk.map_or(AttentionMode::Full, AttentionMode::Chunked);
+    let folder = builtin::resolve(&args.model, &root.join("models"))?;
+    let model = StableDiffusion::load(&folder, &device, mode)?;
+    let latents = args.latents.as_deref().map(|p| load_latents(p, &model)).transpose()?;
+    let step = model.vae_scale_factor() << (model.unet_config.block_out_channels.len() - 1);
+    let size = match (&latents, args.size) {
+        (Some(l), _) => l.dim(2)? * model.vae_scale_factor(),
+        (None, Some(s)) => s,
+        (None, None) => model.default_size(),
+    };
+    if size == 0 || size % step != 0 {
+        return Err(Error::Usage(format!("--size {size}: this model needs a positive multiple of {step} pixels")));
+    }
+    let count = latents.as_ref().map_or(Ok(args.n), |l| l.dim(0))?;
+    let req = SampleRequest {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps,
+        guidance: args.guidance,
+        seed: args.seed,
+        count,
+        size: (size, size),
+        latents,
+    };
+    let samples = model.sample(&req)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| ModelError::Write { path: args.out.clone(), message: e.to_string() })?;
+    for (i, image) in png::to_rgb8(&samples.images)?.iter().enumerate() {
+        let seed = args.seed.wrapping_add(i as u64);
+        let path = args.out.join(format!("sample-{i:02}-seed{seed}.png"));
+        let settings = serde_json::json!({
+            "prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": seed, "steps": req.steps,
+            "guidance": req.guidance, "size": size, "model": args.model, "sampler": "ddim",
+            "latents": args.latents.as_ref().map(|p| p.display().to_string()),
+        });
+        let text = [
+            ("prompt", req.prompt.clone()),
+            ("negative_prompt", req.negative_prompt.clone()),
+            ("seed", seed.to_string()),
+            ("dbsweep", settings.to_string()),
+            ("Software", format!("dbsweep {}", env!("CARGO_PKG_VERSION"))),
+        ];
+        png::write(&path, image, &text)?;
+        writeln!(out, "{}", path.display())?;
+    }
+    Ok(())
+}
+
+fn load_latents(path: &Path, model: &StableDiffusion) -> Result<candle_core::Tensor, Error> {
+    let bad = |message: String| Error::Usage(format!("--latents {}: {message}", path.display()));
+    let tensors = candle_core::safetensors::load(path, &model.device).map_err(|e| bad(e.to_string()))?;
+    let latents = tensors.get("latents").ok_or_else(|| bad("no tensor named `latents`".into()))?;
+    let channels = model.unet_config.in_channels;
+    match latents.dims() {
+        [n, c, h, w] if *n > 0 && *c == channels && h == w && *h > 0 => Ok(latents.to_dtype(candle_core::DType::F32)?),
+        dims => Err(bad(format!("expected a [n, {channels}, h, h] tensor, found {dims:?}"))),
+    }
+}

@@ -1,0 +1,259 @@
+//! `builtin:tiny`: a tiny Stable Diffusion of the real architecture, so that every command runs
+//! on a laptop CPU with nothing downloaded.
+//!
+//! Its weights are drawn from a fixed seed with the project's own generator, tensor by tensor
+//! (each from a stream keyed by the tensor's name), with only IEEE-exact arithmetic (uniform
+//! draws scaled by `1/sqrt(fan_in)`, PyTorch's default bound), so the model is bit-identical on
+//! every machine. On first use it is written as an ordinary diffusers-layout folder under
+//! `ROOT/models/`, and from then on loads like any other model folder.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{Value, json};
+
+use super::attention::AttentionMode;
+use super::clip::{ClipTextConfig, ClipTextModel};
+use super::error::{ModelError, Result};
+use super::unet::{UNet2DConditionModel, UNetConfig};
+use super::vae::{AutoencoderKL, VaeConfig};
+use super::weights;
+use crate::rng::Rng;
+
+/// The model name users write.
+pub const NAME: &str = "builtin:tiny";
+/// Folder name under `ROOT/models/`; bump the version when the architecture or init changes.
+const FOLDER: &str = "builtin-tiny-v1";
+/// Seed of every weight.
+const SEED: u64 = 0xDB5_EE9;
+
+const VOCAB: &str = include_str!("vocab.json");
+const MERGES: &str = include_str!("merges.txt");
+
+fn unet_config() -> Value {
+    json!({
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 4,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "attention_head_dim": 4,
+        "cross_attention_dim": 32,
+        "norm_num_groups": 16,
+        "use_linear_projection": false,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0
+    })
+}
+
+fn vae_config() -> Value {
+    json!({
+        "_class_name": "AutoencoderKL",
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "block_out_channels": [16, 16, 32, 32],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 16,
+        "sample_size": 32,
+        "scaling_factor": 0.18215
+    })
+}
+
+fn text_config() -> Value {
+    json!({
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        "vocab_size": 1000,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 998,
+        "eos_token_id": 999,
+        "pad_token_id": 999
+    })
+}
+
+fn scheduler_config() -> Value {
+    json!({
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "epsilon",
+        "steps_offset": 1,
+        "set_alpha_to_one": false,
+        "clip_sample": false,
+        "timestep_spacing": "leading"
+    })
+}
+
+fn model_index() -> Value {
+    json!({
+        "_class_name": "StableDiffusionPipeline",
+        "feature_extractor": [null, null],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]
+    })
+}
+
+fn tokenizer_config() -> Value {
+    json!({
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "do_lower_case": true
+    })
+}
+
+/// The folder `model` names: the built-in model (written under `models_dir` on first use) or
+/// a path to a diffusers-layout folder.
+pub fn resolve(model: &str, models_dir: &Path) -> Result<PathBuf> {
+    match model {
+        NAME => materialize(models_dir),
+        other if other.starts_with("builtin:") => Err(ModelError::Layout {
+            folder: PathBuf::from(other),
+            what: "this built-in model".into(),
+            expected: format!("`{NAME}` or a model folder"),
+        }),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+/// The folder of the built-in model under `models_dir`, written on first use. Concurrent
+/// first uses are safe: each writes a private temporary folder and renames it into place.
+pub fn materialize(models_dir: &Path) -> Result<PathBuf> {
+    let dir = models_dir.join(FOLDER);
+    if dir.join("model_index.json").exists() {
+        return Ok(dir);
+    }
+    let tmp = models_dir.join(format!(".{FOLDER}.tmp-{}", std::process::id()));
+    let write_err =
+        |path: &Path, e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
+    let _ = std::fs::remove_dir_all(&tmp);
+    write_folder(&tmp)?;
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        Err(_) if dir.join("model_index.json").exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => Err(write_err(&dir, &e)),
+    }
+}
+
+fn write_folder(dir: &Path) -> Result<()> {
+    let write = |rel: &str, text: String| -> Result<()> {
+        let path = dir.join(rel);
+        let parent = path.parent().expect("relative path has a parent");
+        std::fs::create_dir_all(parent)
+            .and_then(|_| std::fs::write(&path, text))
+            .map_err(|e| ModelError::Write { path: path.clone(), message: e.to_string() })
+    };
+    let pretty = |v: Value| serde_json::to_string_pretty(&v).expect("json");
+    write("unet/config.json", pretty(unet_config()))?;
+    write("vae/config.json", pretty(vae_config()))?;
+    write("text_encoder/config.json", pretty(text_config()))?;
+    write("scheduler/scheduler_config.json", pretty(scheduler_config()))?;
+    write("tokenizer/vocab.json", VOCAB.to_string())?;
+    write("tokenizer/merges.txt", MERGES.to_string())?;
+    write("tokenizer/tokenizer_config.json", pretty(tokenizer_config()))?;
+    let dev = Device::Cpu;
+    let here = Path::new(NAME);
+    let unet_vars = VarMap::new();
+    let unet_cfg: UNetConfig = serde_json::from_value(unet_config()).expect("valid built-in config");
+    UNet2DConditionModel::new(
+        VarBuilder::from_varmap(&unet_vars, DType::F32, &dev),
+        &unet_cfg,
+        here,
+        AttentionMode::Full,
+    )?;
+    let vae_vars = VarMap::new();
+    let vae_cfg: VaeConfig = serde_json::from_value(vae_config()).expect("valid built-in config");
+    AutoencoderKL::new(VarBuilder::from_varmap(&vae_vars, DType::F32, &dev), &vae_cfg, here)?;
+    let text_vars = VarMap::new();
+    let text_cfg: ClipTextConfig = serde_json::from_value(text_config()).expect("valid built-in config");
+    ClipTextModel::new(VarBuilder::from_varmap(&text_vars, DType::F32, &dev), &text_cfg, here)?;
+    for (vars, rel) in [
+        (&unet_vars, "unet/diffusion_pytorch_model.safetensors"),
+        (&vae_vars, "vae/diffusion_pytorch_model.safetensors"),
+        (&text_vars, "text_encoder/model.safetensors"),
+    ] {
+        initialise(vars)?;
+        weights::save(vars, &dir.join(rel))?;
+    }
+    // Written last: its presence marks a complete folder.
+    write("model_index.json", pretty(model_index()))
+}
+
+/// Deterministic initialisation: norm scales 1, biases 0, every other tensor uniform in
+/// `±1/sqrt(fan_in)` from a stream keyed by the tensor's name.
+fn initialise(vars: &VarMap) -> Result<()> {
+    let data = vars.data().lock().expect("variable map lock");
+    for (name, var) in data.iter() {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = if dims.len() == 1 {
+            let is_scale = name.ends_with(".weight");
+            vec![if is_scale { 1.0 } else { 0.0 }; n]
+        } else {
+            let fan_in: usize = dims[1..].iter().product();
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let mut rng = Rng::new(SEED ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
+            (0..n).map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32).collect()
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::pipeline::StableDiffusion;
+
+    #[test]
+    fn materialises_once_loads_and_is_identical_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = materialize(dir.path()).unwrap();
+        let modified =
+            std::fs::metadata(a.join("unet/diffusion_pytorch_model.safetensors")).unwrap().modified().unwrap();
+        assert_eq!(materialize(dir.path()).unwrap(), a);
+        let again = std::fs::metadata(a.join("unet/diffusion_pytorch_model.safetensors")).unwrap().modified().unwrap();
+        assert_eq!(modified, again, "second use does not rewrite");
+        let model = StableDiffusion::load(&a, &Device::Cpu, AttentionMode::Full).unwrap();
+        assert_eq!(model.vae_scale_factor(), 8);
+        assert_eq!(model.default_size(), 32);
+        // Pinned: a change here changes every built-in result users have recorded.
+        let w = model.unet_vars.data().lock().unwrap()["conv_in.weight"].as_tensor().clone();
+        let sum: f64 = w.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|&x| x as f64).sum();
+        let other = tempfile::tempdir().unwrap();
+        let b = StableDiffusion::load(&materialize(other.path()).unwrap(), &Device::Cpu, AttentionMode::Full).unwrap();
+        let w2 = b.unet_vars.data().lock().unwrap()["conv_in.weight"].as_tensor().clone();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&w), flat(&w2));
+        assert!(sum.abs() > 0.0 && sum.is_finite());
+        assert_eq!(format!("{sum:.6}"), PINNED_CONV_IN_SUM);
+    }
+
+    const PINNED_CONV_IN_SUM: &str = "-1.089110";
+}
