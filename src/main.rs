@@ -3,6 +3,13 @@
 use clap::Parser;
 use dbsweep::{cli, exit};
 
+/// mimalloc instead of glibc malloc: training allocates and frees many large tensors per step,
+/// and glibc returns those to the kernel (mmap/munmap), so every step paid for fresh zeroed
+/// pages; mimalloc cut the tiny model's 64 px training step from 1.04 s to 0.76 s
+/// (`cargo bench --bench train_step`, 1 thread).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,

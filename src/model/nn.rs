@@ -3,18 +3,14 @@
 //!
 //! candle-nn 0.11's fused `softmax_last_dim` and `layer_norm` (which `candle_nn::LayerNorm`
 //! uses on contiguous input) are built with `apply_op*_no_bwd`: gradients silently stop there
-//! (huggingface/candle#3569). Trained modules must therefore use [`softmax`] and [`LayerNorm`]
-//! below, composed from differentiable primitives; the parity tests against PyTorch guard it.
+//! (huggingface/candle#3569). Trained modules therefore use [`LayerNorm`] below, composed from
+//! differentiable primitives, and attention with its own backward ([`super::attention`]); the
+//! parity tests against PyTorch guard both.
 //! Linear, conv2d, group norm, embedding, gelu, silu and sigmoid backpropagate correctly and
 //! are taken from candle as they are.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
-
-/// Softmax over the last dimension, differentiable (max-subtracted for stability).
-pub fn softmax(xs: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(xs, D::Minus1)
-}
 
 /// Layer normalisation over the last dimension with learned scale and shift.
 #[derive(Clone, Debug)]
@@ -69,39 +65,21 @@ pub fn quick_gelu(xs: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{DType, Device, Module, Tensor, Var};
 
-    /// Why this module exists: candle-nn's fused ops drop gradients without an error.
+    /// Why [`super::LayerNorm`] exists: candle-nn's fused layer norm silently drops gradients.
     #[test]
-    fn composed_softmax_and_layer_norm_backpropagate_where_fused_ones_do_not() {
+    fn composed_layer_norm_backpropagates_where_the_fused_one_does_not() {
         let x = Var::from_tensor(&Tensor::new(&[[0.3f32, -1.2, 2.0, 0.5]], &Device::Cpu).unwrap()).unwrap();
         let w = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
-        let ours = (super::softmax(&x).unwrap().broadcast_mul(&w).unwrap()).sum_all().unwrap().backward().unwrap();
-        let g = ours.get(&x).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // d/dx sum(w * softmax(x)) = y * (w - sum(w * y)), non-zero here.
+        let (ones, zeros) =
+            (Tensor::ones(4, DType::F32, &Device::Cpu).unwrap(), Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap());
+        let ln = super::LayerNorm { weight: ones.clone(), bias: zeros.clone(), eps: 1e-5 };
+        let grads = ln.forward(&x).unwrap().broadcast_mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(&x).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(g.iter().any(|v| v.abs() > 1e-3), "{g:?}");
-        let fused = candle_nn::ops::softmax_last_dim(&x)
-            .unwrap()
-            .broadcast_mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        assert!(fused.get(&x).is_none(), "candle-nn fixed its fused softmax backward: the workaround can go");
-        let ln = super::LayerNorm {
-            weight: Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap(),
-            bias: Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap(),
-            eps: 1e-5,
-        };
-        let grads = candle_core::Module::forward(&ln, &x)
-            .unwrap()
-            .broadcast_mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        assert!(grads.get(&x).is_some());
+        let fused = candle_nn::ops::layer_norm(&x, &ones, &zeros, 1e-5).unwrap();
+        let grads = fused.broadcast_mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none(), "candle-nn fixed its fused layer norm backward: revisit LayerNorm");
     }
 }
