@@ -8,6 +8,9 @@
 //!   config hashes.
 //! - [`store`]: the SQLite lineage store (migrations, sweeps, runs, provenance, metrics,
 //!   checkpoints, artifacts, state transitions).
+//! - [`model`]: Stable Diffusion on candle (trainable UNet and CLIP, VAE, tokenizer, sampler).
+//! - [`train`]: DreamBooth training.
+//! - [`tracking`]: one record type and one sink trait for the journal, SQLite, TensorBoard, W&B.
 //! - [`cli`]: the thin command-line layer over the above; [`exit`] maps every error to the
 //!   documented exit codes.
 //!
@@ -21,4 +24,5 @@ pub mod model;
 pub mod rng;
 pub mod store;
 pub mod sweep;
+pub mod tracking;
 pub mod train;
