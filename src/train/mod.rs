@@ -1,4 +1,6 @@
-//! DreamBooth training: the loss (and, as the trainer lands, data, caches, the loop and
-//! checkpoints).
+//! DreamBooth training: the loss, the optimiser, learning-rate schedules and training data
+//! (the loop, caches and checkpoints build on these).
 
 pub mod loss;
+pub mod lr_schedule;
+pub mod optimizer;
