@@ -8,6 +8,7 @@
 
 mod code_version;
 mod error;
+mod lifecycle;
 mod migrations;
 mod query;
 mod register;
@@ -20,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use code_version::CodeVersion;
 pub use error::StoreError;
+pub use lifecycle::{MetricPoint, StoredRun};
 pub use migrations::{MIGRATIONS, current_version};
 pub use query::{EventRow, MetricSummary, ParamRow, RunRecord, RunRow, SweepRef, SweepSummary};
 pub use register::{Outcome, RegisteredRun, Registration};

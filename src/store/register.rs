@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{CodeVersion, NOW, RunStatus, Store, StoreError};
-use crate::config::Origin;
+use crate::config::{Origin, Resolved};
 use crate::sweep::{ConfigHash, MIN_HEX, Plan, run_id};
 
 /// What registering a run did.
@@ -44,6 +44,78 @@ pub struct Registration {
     pub runs: Vec<RegisteredRun>,
 }
 
+/// A setting of a run to record: key, value as JSON text, origin, whether it is swept.
+type ParamRow<'a> = (&'a str, String, &'a Origin, bool);
+
+/// Prepared statements that place one configuration as a run: reuse or insert.
+struct Placer<'tx> {
+    find: rusqlite::CachedStatement<'tx>,
+    id_taken: rusqlite::CachedStatement<'tx>,
+    insert_run: rusqlite::CachedStatement<'tx>,
+    insert_param: rusqlite::CachedStatement<'tx>,
+    insert_event: rusqlite::CachedStatement<'tx>,
+    code_id: i64,
+    rerun: bool,
+}
+
+impl<'tx> Placer<'tx> {
+    fn new(tx: &'tx Transaction<'_>, code_id: i64, rerun: bool) -> Result<Self, StoreError> {
+        Ok(Self {
+            find: tx.prepare_cached("SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC")?,
+            id_taken: tx.prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?,
+            insert_run: tx.prepare_cached(&format!(
+                "INSERT INTO runs (id, config_hash, config_json, seed, status, parent_run_id, code_version_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, {NOW})"
+            ))?,
+            insert_param: tx.prepare_cached(
+                "INSERT INTO params (run_id, key, value_json, source, detail, swept) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+            insert_event: tx.prepare_cached(&format!(
+                "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, NULL, 'pending', ?2)"
+            ))?,
+            code_id,
+            rerun,
+        })
+    }
+
+    /// Reuses the newest run of `hash` (with `rerun`, only one that has not finished) or
+    /// inserts a new run, linked to the last finished one if there is one.
+    fn place<'p>(
+        &mut self,
+        hash: ConfigHash,
+        config_text: impl FnOnce() -> String,
+        seed: u64,
+        params: impl Iterator<Item = ParamRow<'p>>,
+        reason: &str,
+    ) -> Result<(String, RunStatus, Outcome), StoreError> {
+        let hash_text = hash.to_string();
+        let existing: Vec<(String, RunStatus)> =
+            self.find.query_map([&hash_text], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        if let Some((id, status)) = existing.iter().find(|(_, s)| !self.rerun || *s != RunStatus::Finished) {
+            return Ok((id.clone(), *status, Outcome::Existing));
+        }
+        let identity = match existing.len() {
+            0 => hash,
+            n => ConfigHash::of(&format!("{hash_text}#rerun-{n}")),
+        };
+        let mut hex = MIN_HEX;
+        let id = loop {
+            let id = run_id(identity, hex);
+            if self.id_taken.query_row([&id], |_| Ok(())).optional()?.is_none() {
+                break id;
+            }
+            hex += 2;
+        };
+        let parent = existing.first().map(|(id, _)| id.clone());
+        self.insert_run.execute(params![id, hash_text, config_text(), seed as i64, parent, self.code_id])?;
+        for (key, value, origin, swept) in params {
+            self.insert_param.execute(params![id, key, value, origin.kind(), origin.detail(), swept])?;
+        }
+        self.insert_event.execute(params![id, reason])?;
+        Ok((id, RunStatus::Pending, parent.map_or(Outcome::New, Outcome::Rerun)))
+    }
+}
+
 impl Store {
     /// Records `plan` as a sweep with its runs. A configuration that already has a run is not
     /// duplicated: the existing run joins this sweep. With `rerun`, a configuration whose
@@ -61,76 +133,44 @@ impl Store {
             .collect();
         let sweep_origins: Vec<Origin> = plan.parameters().map(|p| Origin::Sweep(p.at.clone())).collect();
         let seed_slot = plan.keys.iter().position(|k| k == "seed");
+        let reason = format!("planned by sweep {}", plan.sweep_id);
         let mut runs = Vec::with_capacity(plan.runs.len());
         {
-            let mut find = tx.prepare_cached(
-                "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC",
-            )?;
+            let mut placer = Placer::new(&tx, code_id, rerun)?;
             let mut link =
                 tx.prepare_cached("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id, position) VALUES (?1, ?2, ?3)")?;
-            let mut id_taken = tx.prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?;
-            let mut insert_run = tx.prepare_cached(&format!(
-                "INSERT INTO runs (id, config_hash, config_json, seed, status, parent_run_id, code_version_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, {NOW})"
-            ))?;
-            let mut insert_param = tx.prepare_cached(
-                "INSERT INTO params (run_id, key, value_json, source, detail, swept) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut insert_event = tx.prepare_cached(&format!(
-                "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, NULL, 'pending', ?2)"
-            ))?;
-            let reason = format!("planned by sweep {}", plan.sweep_id);
             for planned in &plan.runs {
-                let hash = planned.config_hash.to_string();
-                let existing: Vec<(String, RunStatus)> =
-                    find.query_map([&hash], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-                let reusable = existing.iter().find(|(_, s)| !rerun || *s != RunStatus::Finished);
-                let (run_id, status, outcome) = match (reusable, existing.first()) {
-                    (Some((id, status)), _) => (id.clone(), *status, Outcome::Existing),
-                    (None, last) => {
-                        let identity = match last {
-                            None => planned.config_hash,
-                            Some(_) => ConfigHash::of(&format!("{hash}#rerun-{}", existing.len())),
-                        };
-                        let mut hex = MIN_HEX;
-                        let id = loop {
-                            let id = run_id(identity, hex);
-                            if id_taken.query_row([&id], |_| Ok(())).optional()?.is_none() {
-                                break id;
-                            }
-                            hex += 2;
-                        };
-                        let parent = last.map(|(id, _)| id.clone());
-                        let seed = match seed_slot {
-                            Some(i) => plan.values(planned).nth(i).and_then(|v| v.as_u64()).unwrap_or(0),
-                            None => plan.base.config.seed,
-                        };
-                        let text = plan.config_text(planned);
-                        insert_run.execute(params![id, hash, text, seed as i64, parent, code_id])?;
-                        for (key, value, origin) in &fixed {
-                            insert_param.execute(params![id, key, value, origin.kind(), origin.detail(), false])?;
-                        }
-                        for ((key, value), origin) in plan.keys.iter().zip(plan.values(planned)).zip(&sweep_origins) {
-                            insert_param.execute(params![
-                                id,
-                                key,
-                                value.to_string(),
-                                origin.kind(),
-                                origin.detail(),
-                                true
-                            ])?;
-                        }
-                        insert_event.execute(params![id, reason])?;
-                        let outcome = parent.map_or(Outcome::New, Outcome::Rerun);
-                        (id, RunStatus::Pending, outcome)
-                    }
+                let seed = match seed_slot {
+                    Some(i) => plan.values(planned).nth(i).and_then(|v| v.as_u64()).unwrap_or(0),
+                    None => plan.base.config.seed,
                 };
+                let fixed_rows = fixed.iter().map(|(k, v, o)| (k.as_str(), v.clone(), *o, false));
+                let swept_rows = plan.keys.iter().zip(plan.values(planned)).zip(&sweep_origins).map(|((k, v), o)| (k.as_str(), v.to_string(), o, true));
+                let (run_id, status, outcome) =
+                    placer.place(planned.config_hash, || plan.config_text(planned), seed, fixed_rows.chain(swept_rows), &reason)?;
                 link.execute(params![plan.sweep_id, run_id, planned.position as i64])?;
                 runs.push(RegisteredRun { position: planned.position, run_id, status, outcome });
             }
         }
         tx.commit()?;
         Ok(Registration { sweep_id: plan.sweep_id.clone(), sweep_created, runs })
+    }
+
+    /// Records one experiment (outside any sweep) as a run: an unfinished run of the same
+    /// configuration is reused, a finished one gets a new, linked run.
+    pub fn register_experiment(&mut self, config: &Resolved, source: &str, code: &CodeVersion) -> Result<RegisteredRun, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let code_id = code_version_id(&tx, code)?;
+        let text = config.canonical_text();
+        let rows = config
+            .provenance
+            .iter()
+            .filter(|(_, o)| **o != Origin::Default)
+            .map(|(k, o)| (k.as_str(), value_at(&config.json, k).to_string(), o, false));
+        let reason = format!("planned by `dbsweep train {source}`");
+        let placed = Placer::new(&tx, code_id, true)?.place(ConfigHash::of(&text), || text.clone(), config.config.seed, rows, &reason)?;
+        tx.commit()?;
+        Ok(RegisteredRun { position: 0, run_id: placed.0, status: placed.1, outcome: placed.2 })
     }
 }
 

@@ -1,0 +1,151 @@
+//! What a training process records about its run: attempts and status changes, metric points,
+//! checkpoints, artifacts and data fingerprints. Each call is one transaction.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{NOW, RunStatus, Store, StoreError};
+
+/// One scalar point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricPoint {
+    /// Key.
+    pub key: String,
+    /// Step.
+    pub step: i64,
+    /// Value.
+    pub value: f64,
+    /// Seconds since the Unix epoch.
+    pub wall_time: f64,
+}
+
+/// A run's stored configuration, for training it.
+#[derive(Clone, Debug)]
+pub struct StoredRun {
+    /// Canonical JSON of the resolved configuration.
+    pub config_json: String,
+    /// Status now.
+    pub status: RunStatus,
+    /// Attempts started so far.
+    pub attempt: u32,
+}
+
+impl Store {
+    /// The configuration and status of run `id`.
+    pub fn stored_run(&self, id: &str) -> Result<StoredRun, StoreError> {
+        self.conn
+            .query_row("SELECT config_json, status, attempt FROM runs WHERE id = ?1", [id], |r| {
+                Ok(StoredRun { config_json: r.get(0)?, status: r.get(1)?, attempt: r.get(2)? })
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound { what: "run", id: id.into(), hint: None })
+    }
+
+    /// Marks run `id` running as a new attempt on `host`/`device`; returns the attempt number.
+    pub fn start_attempt(&mut self, id: &str, host: &str, device: &str) -> Result<u32, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (from, attempt): (RunStatus, u32) =
+            tx.query_row("SELECT status, attempt FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let attempt = attempt + 1;
+        tx.execute(
+            &format!(
+                "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, device = ?4, started_at = {NOW},
+                 ended_at = NULL, exit_code = NULL, error = NULL WHERE id = ?1"
+            ),
+            params![id, attempt, host, device],
+        )?;
+        tx.execute(
+            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"),
+            params![id, from, format!("attempt {attempt} started on {host} ({device})")],
+        )?;
+        tx.commit()?;
+        Ok(attempt)
+    }
+
+    /// Ends the current attempt of run `id` with `status`, exit code and error message.
+    pub fn end_attempt(&mut self, id: &str, status: RunStatus, exit_code: i32, error: Option<&str>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let from: RunStatus = tx.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
+        tx.execute(
+            &format!("UPDATE runs SET status = ?2, ended_at = {NOW}, exit_code = ?3, error = ?4 WHERE id = ?1"),
+            params![id, status, exit_code, error],
+        )?;
+        let reason = error.map_or_else(|| format!("exit code {exit_code}"), |e| format!("exit code {exit_code}: {e}"));
+        tx.execute(
+            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, ?3, ?4)"),
+            params![id, from, status, reason],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores `points` of run `id`; a point for an existing (key, step) replaces it, so replaying
+    /// a journal twice, or a resumed attempt redoing steps, leaves each point once.
+    pub fn upsert_metrics(&mut self, id: &str, points: &[MetricPoint]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
+            )?;
+            for p in points {
+                stmt.execute(params![id, p.key, p.step, p.value, p.wall_time])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes run `id`'s points after `step` (a resumed attempt supersedes them).
+    pub fn drop_metrics_after(&mut self, id: &str, step: i64) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM metrics WHERE run_id = ?1 AND step > ?2", params![id, step])?;
+        Ok(())
+    }
+
+    /// The metric series `key` of run `id`, by step.
+    pub fn metric_series(&self, id: &str, key: &str) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step")?;
+        let rows = stmt.query_map(params![id, key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a checkpoint of run `id` (replacing one at the same step).
+    pub fn add_checkpoint(&mut self, id: &str, step: i64, path: &str, sha256: &str, size: u64, metrics_json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO checkpoints (run_id, step, path, sha256, size_bytes, metrics_json, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})
+                 ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256,
+                 size_bytes = excluded.size_bytes, metrics_json = excluded.metrics_json, created_at = excluded.created_at"
+            ),
+            params![id, step, path, sha256, size as i64, metrics_json],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the checkpoint of run `id` at `step` (pruned from disk).
+    pub fn remove_checkpoint(&mut self, id: &str, step: i64) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2", params![id, step])?;
+        Ok(())
+    }
+
+    /// Records a file the run produced.
+    pub fn add_artifact(&mut self, id: &str, step: Option<i64>, kind: &str, path: &str, sha256: &str, meta_json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO artifacts (run_id, step, kind, path, sha256, meta_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})"
+            ),
+            params![id, step, kind, path, sha256, meta_json],
+        )?;
+        Ok(())
+    }
+
+    /// Records the fingerprint of a dataset (`instance`, `class`) run `id` trained on.
+    pub fn set_fingerprint(&mut self, id: &str, name: &str, hash: &str, file_count: usize) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO data_fingerprints (run_id, name, hash, file_count) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id, name) DO UPDATE SET hash = excluded.hash, file_count = excluded.file_count",
+            params![id, name, hash, file_count as i64],
+        )?;
+        Ok(())
+    }
+}
