@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod tensorboard;
+
 /// How an attempt of a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +106,14 @@ pub enum TrackingError {
     /// A stored record could not be decoded.
     #[error("`{path}`: {message}")]
     Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input file (e.g. a dashboard layout) is not valid.
+    #[error("`{path}`: {message}")]
+    Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong.
