@@ -25,6 +25,7 @@ pub fn code(err: &Error) -> i32 {
         Error::Config(_) | Error::Usage(_) => BAD_INPUT,
         Error::Store(StoreError::NotFound { .. } | StoreError::SchemaTooNew { .. }) => BAD_INPUT,
         Error::Model(e) if e.is_bad_input() => BAD_INPUT,
-        Error::Store(_) | Error::Model(_) | Error::Tensor(_) | Error::Output(_) => FAILED,
+        Error::Train(e) if e.is_bad_input() => BAD_INPUT,
+        Error::Store(_) | Error::Model(_) | Error::Train(_) | Error::Tensor(_) | Error::Output(_) => FAILED,
     }
 }

@@ -20,8 +20,11 @@ fn main() {
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut stdout = std::io::stdout().lock();
-    if let Err(err) = cli::run(args, &env, &mut stdout) {
-        eprintln!("error: {err}");
-        std::process::exit(exit::code(&err));
+    match cli::run(args, &env, &mut stdout) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(exit::code(&err));
+        }
     }
 }

@@ -76,6 +76,41 @@ fn event_accumulator_reads_scalars_image_and_text() {
     assert_eq!(got["texts"], json!({ "prompts": [[0, text]] }), "{got}");
 }
 
+/// A real training run's event file: every logged scalar, the validation image and the config
+/// text reach TensorBoard.
+#[test]
+fn a_training_run_is_readable_by_tensorboard() {
+    let root = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DBSWEEP_ROOT")
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "train",
+            "sweeps/base/tiny.yaml",
+            "--set",
+            "train.max_train_steps=4",
+            "--set",
+            "validation.every_steps=2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = std::fs::read_dir(root.path().join("runs")).unwrap().next().unwrap().unwrap().path();
+    let got = python("accumulate.py", &[&run]);
+    let loss = points(&got["scalars"]["train/loss"]);
+    assert_eq!(loss.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4], "{got}");
+    for tag in ["train/lr", "train/grad_norm", "train/loss_instance", "train/loss_prior"] {
+        assert_eq!(points(&got["scalars"][tag]).len(), 4, "{tag} in {got}");
+    }
+    assert_eq!(points(&got["scalars"]["val/loss"]).iter().map(|p| p.0).collect::<Vec<_>>(), [2, 4], "{got}");
+    let image = &got["images"]["validation/a photo of sks dog/0"];
+    assert_eq!((image[0][1].as_u64(), image[0][2].as_u64()), (Some(32), Some(32)), "{got}");
+    assert!(got["texts"]["config"][0][1].as_str().unwrap().contains("\"pretrained\": \"builtin:tiny\""), "{got}");
+}
+
 /// Check 2: a resumed attempt supersedes the earlier attempt's points after the resume step.
 #[test]
 fn resumed_run_continues_from_the_resume_step() {

@@ -6,6 +6,7 @@ mod plan;
 mod sample;
 mod show;
 mod table;
+mod train;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,6 +72,8 @@ pub enum Command {
     },
     /// Sample images from a model folder or `builtin:tiny` (DDIM, classifier-free guidance).
     Sample(sample::SampleArgs),
+    /// Train one experiment file, or one registered run, resuming from its last checkpoint.
+    Train(train::TrainArgs),
     /// Show the whole lineage record of one run.
     Show {
         /// The run id.
@@ -99,6 +102,9 @@ pub enum Error {
     /// A tensor computation failed.
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// Training failed.
+    #[error("{0}")]
+    Train(#[from] crate::train::trainer::TrainError),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -111,14 +117,17 @@ fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), 
     Ok(())
 }
 
-/// Runs `cli` with the process environment `env`, writing results to `out`.
-pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<(), Error> {
+/// Runs `cli` with the process environment `env`, writing results to `out`; returns the exit
+/// code of a command that succeeded (0, or 130 for an interrupted training run).
+pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i32, Error> {
     let db = cli.root.join(DB_FILE);
+    let done = |result: Result<(), Error>| result.map(|()| crate::exit::OK);
     match cli.command {
-        Command::Plan { sweep, json } => plan::plan(&sweep, env, &db, json, out),
-        Command::Submit { sweep, rerun, json } => plan::submit(&sweep, env, &db, rerun, json, out),
-        Command::Ls { sweep, json } => ls::ls(&db, sweep.as_deref(), json, out),
-        Command::Show { run_id, json } => show::show(&db, &run_id, json, out),
-        Command::Sample(args) => sample::sample(&args, &cli.root, out),
+        Command::Plan { sweep, json } => done(plan::plan(&sweep, env, &db, json, out)),
+        Command::Submit { sweep, rerun, json } => done(plan::submit(&sweep, env, &db, rerun, json, out)),
+        Command::Ls { sweep, json } => done(ls::ls(&db, sweep.as_deref(), json, out)),
+        Command::Show { run_id, json } => done(show::show(&db, &run_id, json, out)),
+        Command::Sample(args) => done(sample::sample(&args, &cli.root, out)),
+        Command::Train(args) => train::train(&args, env, &cli.root, out),
     }
 }

@@ -22,8 +22,9 @@ use super::yaml::{self, YamlDoc};
 /// (`DBSWEEP_TRAIN__LEARNING_RATE`).
 pub const ENV_PREFIX: &str = "DBSWEEP_";
 
-/// `DBSWEEP_*` variables that are command-line settings, not configuration keys.
-const ENV_NOT_CONFIG: [&str; 1] = ["DBSWEEP_ROOT"];
+/// `DBSWEEP_*` variables that are not configuration keys: the output root, and the test hook
+/// that kills a training process after a given step (to test exact resume).
+const ENV_NOT_CONFIG: [&str; 2] = ["DBSWEEP_ROOT", "DBSWEEP_TEST_CRASH_AT_STEP"];
 
 /// Builder of the layer stack, lowest precedence first.
 pub struct Layers {

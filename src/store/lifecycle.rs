@@ -62,7 +62,13 @@ impl Store {
     }
 
     /// Ends the current attempt of run `id` with `status`, exit code and error message.
-    pub fn end_attempt(&mut self, id: &str, status: RunStatus, exit_code: i32, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn end_attempt(
+        &mut self,
+        id: &str,
+        status: RunStatus,
+        exit_code: i32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let from: RunStatus = tx.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
         tx.execute(
@@ -71,7 +77,9 @@ impl Store {
         )?;
         let reason = error.map_or_else(|| format!("exit code {exit_code}"), |e| format!("exit code {exit_code}: {e}"));
         tx.execute(
-            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, ?3, ?4)"),
+            &format!(
+                "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, ?3, ?4)"
+            ),
             params![id, from, status, reason],
         )?;
         tx.commit()?;
@@ -103,13 +111,22 @@ impl Store {
 
     /// The metric series `key` of run `id`, by step.
     pub fn metric_series(&self, id: &str, key: &str) -> Result<Vec<(i64, f64)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step")?;
         let rows = stmt.query_map(params![id, key], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records a checkpoint of run `id` (replacing one at the same step).
-    pub fn add_checkpoint(&mut self, id: &str, step: i64, path: &str, sha256: &str, size: u64, metrics_json: &str) -> Result<(), StoreError> {
+    pub fn add_checkpoint(
+        &mut self,
+        id: &str,
+        step: i64,
+        path: &str,
+        sha256: &str,
+        size: u64,
+        metrics_json: &str,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             &format!(
                 "INSERT INTO checkpoints (run_id, step, path, sha256, size_bytes, metrics_json, created_at)
@@ -129,7 +146,15 @@ impl Store {
     }
 
     /// Records a file the run produced.
-    pub fn add_artifact(&mut self, id: &str, step: Option<i64>, kind: &str, path: &str, sha256: &str, meta_json: &str) -> Result<(), StoreError> {
+    pub fn add_artifact(
+        &mut self,
+        id: &str,
+        step: Option<i64>,
+        kind: &str,
+        path: &str,
+        sha256: &str,
+        meta_json: &str,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             &format!(
                 "INSERT INTO artifacts (run_id, step, kind, path, sha256, meta_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})"

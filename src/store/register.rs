@@ -145,9 +145,19 @@ impl Store {
                     None => plan.base.config.seed,
                 };
                 let fixed_rows = fixed.iter().map(|(k, v, o)| (k.as_str(), v.clone(), *o, false));
-                let swept_rows = plan.keys.iter().zip(plan.values(planned)).zip(&sweep_origins).map(|((k, v), o)| (k.as_str(), v.to_string(), o, true));
-                let (run_id, status, outcome) =
-                    placer.place(planned.config_hash, || plan.config_text(planned), seed, fixed_rows.chain(swept_rows), &reason)?;
+                let swept_rows = plan
+                    .keys
+                    .iter()
+                    .zip(plan.values(planned))
+                    .zip(&sweep_origins)
+                    .map(|((k, v), o)| (k.as_str(), v.to_string(), o, true));
+                let (run_id, status, outcome) = placer.place(
+                    planned.config_hash,
+                    || plan.config_text(planned),
+                    seed,
+                    fixed_rows.chain(swept_rows),
+                    &reason,
+                )?;
                 link.execute(params![plan.sweep_id, run_id, planned.position as i64])?;
                 runs.push(RegisteredRun { position: planned.position, run_id, status, outcome });
             }
@@ -158,7 +168,12 @@ impl Store {
 
     /// Records one experiment (outside any sweep) as a run: an unfinished run of the same
     /// configuration is reused, a finished one gets a new, linked run.
-    pub fn register_experiment(&mut self, config: &Resolved, source: &str, code: &CodeVersion) -> Result<RegisteredRun, StoreError> {
+    pub fn register_experiment(
+        &mut self,
+        config: &Resolved,
+        source: &str,
+        code: &CodeVersion,
+    ) -> Result<RegisteredRun, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let code_id = code_version_id(&tx, code)?;
         let text = config.canonical_text();
@@ -168,7 +183,13 @@ impl Store {
             .filter(|(_, o)| **o != Origin::Default)
             .map(|(k, o)| (k.as_str(), value_at(&config.json, k).to_string(), o, false));
         let reason = format!("planned by `dbsweep train {source}`");
-        let placed = Placer::new(&tx, code_id, true)?.place(ConfigHash::of(&text), || text.clone(), config.config.seed, rows, &reason)?;
+        let placed = Placer::new(&tx, code_id, true)?.place(
+            ConfigHash::of(&text),
+            || text.clone(),
+            config.config.seed,
+            rows,
+            &reason,
+        )?;
         tx.commit()?;
         Ok(RegisteredRun { position: 0, run_id: placed.0, status: placed.1, outcome: placed.2 })
     }

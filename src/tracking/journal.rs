@@ -40,7 +40,10 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<Record>, usize), TrackingError
             .and_then(|(_, json)| serde_json::from_str::<Record>(json).ok());
         match (decoded, bad_line) {
             (Some(_), Some(bad)) => {
-                return Err(TrackingError::Corrupt { path: path.to_path_buf(), message: format!("line {} is corrupt but later lines are not", bad + 1) });
+                return Err(TrackingError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!("line {} is corrupt but later lines are not", bad + 1),
+                });
             }
             (Some(record), None) => {
                 records.push(record);
@@ -79,7 +82,8 @@ impl Journal {
 
 impl Sink for Journal {
     fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
-        let json = serde_json::to_string(record).map_err(|e| TrackingError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+        let json = serde_json::to_string(record)
+            .map_err(|e| TrackingError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
         writeln!(self.out, "{:016x} {json}", xxhash_rust::xxh3::xxh3_64(json.as_bytes())).map_err(io(&self.path))
     }
 

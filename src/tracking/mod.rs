@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod journal;
+pub mod store_sink;
 pub mod tensorboard;
 
 /// How an attempt of a run ended.

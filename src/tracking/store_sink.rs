@@ -21,6 +21,11 @@ impl<'a> StoreSink<'a> {
     pub fn new(store: &'a mut Store, run_id: &str) -> Self {
         Self { store, run_id: run_id.to_string(), pending: Vec::new() }
     }
+
+    /// The store, for writes that are not records (checkpoints, artifacts).
+    pub fn store_mut(&mut self) -> &mut Store {
+        self.store
+    }
 }
 
 impl Sink for StoreSink<'_> {
@@ -30,9 +35,12 @@ impl Sink for StoreSink<'_> {
                 self.flush()?;
                 self.store.drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
             }
-            Record::Scalar { key, step, value, wall_time } => {
-                self.pending.push(MetricPoint { key: key.clone(), step: *step as i64, value: *value, wall_time: *wall_time })
-            }
+            Record::Scalar { key, step, value, wall_time } => self.pending.push(MetricPoint {
+                key: key.clone(),
+                step: *step as i64,
+                value: *value,
+                wall_time: *wall_time,
+            }),
             Record::End { .. } => self.flush()?,
             Record::Image { .. } | Record::Text { .. } => {}
         }

@@ -31,6 +31,8 @@ fn error(path: &Path, message: impl Into<String>) -> DataError {
 pub struct ImageSet {
     /// The files, sorted.
     pub files: Vec<PathBuf>,
+    /// sha256 of each file's contents, in the order of `files`.
+    pub hashes: Vec<String>,
     /// sha256 over every file's name and contents, in order: changes when any image does.
     pub fingerprint: String,
 }
@@ -41,20 +43,31 @@ impl ImageSet {
         let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot read the image folder: {e}")))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
             .collect();
         files.sort();
         if files.is_empty() {
             return Err(error(dir, "no images (expected .png, .jpg, .jpeg or .webp files)"));
         }
+        Self::from_files(files)
+    }
+
+    /// Fingerprints the given files, in the given order.
+    pub fn from_files(files: Vec<PathBuf>) -> Result<Self, DataError> {
         let mut hash = Sha256::new();
+        let mut hashes = Vec::with_capacity(files.len());
         for file in &files {
             let bytes = std::fs::read(file).map_err(|e| error(file, format!("cannot read: {e}")))?;
             hash.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(&bytes);
+            hashes.push(hex(&Sha256::digest(&bytes)));
         }
-        Ok(Self { files, fingerprint: hex(&hash.finalize()) })
+        Ok(Self { files, hashes, fingerprint: hex(&hash.finalize()) })
     }
 }
 
@@ -69,7 +82,14 @@ pub enum Crop {
 
 /// Decodes `path` and returns it as a [3, r, r] tensor in [-1, 1]. Images whose shorter side
 /// is below `resolution` are refused rather than upscaled.
-pub fn load(path: &Path, resolution: u32, crop: Crop, flip: bool, rng: &mut Rng, device: &Device) -> Result<Tensor, DataError> {
+pub fn load(
+    path: &Path,
+    resolution: u32,
+    crop: Crop,
+    flip: bool,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor, DataError> {
     let img = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| error(path, format!("cannot read: {e}")))?
@@ -78,13 +98,22 @@ pub fn load(path: &Path, resolution: u32, crop: Crop, flip: bool, rng: &mut Rng,
         .to_rgb8();
     let (w, h) = img.dimensions();
     if w.min(h) < resolution {
-        return Err(error(path, format!("is {w}x{h}, smaller than the training resolution {resolution} on its shorter side")));
+        return Err(error(
+            path,
+            format!("is {w}x{h}, smaller than the training resolution {resolution} on its shorter side"),
+        ));
     }
-    let (nw, nh) = if w <= h { (resolution, (h as u64 * resolution as u64 / w as u64) as u32) } else { ((w as u64 * resolution as u64 / h as u64) as u32, resolution) };
+    let (nw, nh) = if w <= h {
+        (resolution, (h as u64 * resolution as u64 / w as u64) as u32)
+    } else {
+        ((w as u64 * resolution as u64 / h as u64) as u32, resolution)
+    };
     let resized = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
     let (x, y) = match crop {
         Crop::Center => ((nw - resolution) / 2, (nh - resolution) / 2),
-        Crop::Random => (rng.below((nw - resolution + 1) as u64) as u32, rng.below((nh - resolution + 1) as u64) as u32),
+        Crop::Random => {
+            (rng.below((nw - resolution + 1) as u64) as u32, rng.below((nh - resolution + 1) as u64) as u32)
+        }
     };
     let mut square = image::imageops::crop_imm(&resized, x, y, resolution, resolution).to_image();
     if flip {

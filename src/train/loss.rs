@@ -8,11 +8,30 @@ use candle_core::{Result, Tensor};
 /// `pred` and `target` are [2b, ...]: the first `b` rows are instance examples, the last `b`
 /// their paired class (prior) examples, as diffusers concatenates them.
 pub fn dreambooth_loss(pred: &Tensor, target: &Tensor, prior_loss_weight: f64) -> Result<Tensor> {
-    let half = pred.dim(0)? / 2;
-    let mse = |a: Tensor, b: Tensor| (a - b)?.sqr()?.mean_all();
-    let instance = mse(pred.narrow(0, 0, half)?, target.narrow(0, 0, half)?)?;
-    let prior = mse(pred.narrow(0, half, half)?, target.narrow(0, half, half)?)?;
+    let (instance, prior) = loss_terms(pred, target, None, true)?;
     instance + (prior * prior_loss_weight)?
+}
+
+/// The instance and prior terms separately, each the mean over its half of the per-example
+/// MSEs, optionally weighted per example (min-SNR weighting). Without prior preservation
+/// (`with_prior` false: every row is an instance example) the prior term is zero.
+pub fn loss_terms(
+    pred: &Tensor,
+    target: &Tensor,
+    weights: Option<&Tensor>,
+    with_prior: bool,
+) -> Result<(Tensor, Tensor)> {
+    let n = pred.dim(0)?;
+    let per_example = (pred - target)?.sqr()?.flatten_from(1)?.mean(1)?;
+    let per_example = match weights {
+        Some(w) => (per_example * w)?,
+        None => per_example,
+    };
+    let half = n / 2;
+    if !with_prior {
+        return Ok((per_example.mean_all()?, Tensor::zeros((), pred.dtype(), pred.device())?));
+    }
+    Ok((per_example.narrow(0, 0, half)?.mean_all()?, per_example.narrow(0, half, half)?.mean_all()?))
 }
 
 #[cfg(test)]

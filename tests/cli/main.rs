@@ -9,6 +9,7 @@ mod plan;
 mod sample;
 mod show;
 mod submit;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,6 +21,7 @@ pub struct Env {
 
 /// What a dbsweep invocation returned.
 pub struct Run {
+    /// Exit code (128 + signal when killed).
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -52,11 +54,10 @@ impl Env {
             cmd.env(k, v);
         }
         let Output { status, stdout, stderr } = cmd.output().expect("dbsweep runs");
-        let run = Run {
-            code: status.code().expect("exited normally"),
-            stdout: String::from_utf8(stdout).unwrap(),
-            stderr: String::from_utf8(stderr).unwrap(),
-        };
+        // A process killed by a signal reports 128 + the signal number, as shells do.
+        let code =
+            status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+        let run = Run { code, stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() };
         assert!(!run.stderr.contains("panicked"), "dbsweep panicked:\n{}", run.stderr);
         run
     }

@@ -1,0 +1,190 @@
+//! `dbsweep train` end to end on the built-in tiny model and the shipped example images.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::Env;
+
+/// The shipped tiny experiment, short: 8 steps, checkpoints every 2, validation every 4.
+const SHORT: [&str; 8] = [
+    "--set",
+    "train.max_train_steps=8",
+    "--set",
+    "checkpoint.every_steps=2",
+    "--set",
+    "validation.every_steps=4",
+    "--set",
+    "data.num_class_images=4",
+];
+
+fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "sweeps/base/tiny.yaml"];
+    args.extend(SHORT);
+    args.extend(extra);
+    args
+}
+
+fn run_id(stdout: &str) -> String {
+    stdout.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string()
+}
+
+fn series(env: &Env, id: &str, key: &str) -> Vec<(i64, f64)> {
+    let rec = env.json(&["show", id, "--json"]);
+    assert!(rec["metrics"].as_array().unwrap().iter().any(|m| m["key"] == key), "no {key} in {rec}");
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt =
+        conn.prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step").unwrap();
+    stmt.query_map([id, key], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+fn final_weights(env: &Env, id: &str) -> Vec<u8> {
+    std::fs::read(env.root().join("runs").join(id).join("checkpoints/step-00000008/unet.safetensors")).unwrap()
+}
+
+#[test]
+fn trains_checkpoints_validates_and_records_lineage() {
+    let env = Env::new();
+    let out = env.ok(&train_args(&[]));
+    let id = run_id(&out);
+    assert!(out.contains("finished at step 8/8"), "{out}");
+    let rec = env.json(&["show", &id, "--json"]);
+    assert_eq!(rec["status"], "finished");
+    assert_eq!(rec["attempt"], 1);
+    assert_eq!(rec["data_fingerprints"].as_object().unwrap().len(), 2, "instance and class data fingerprinted");
+    let kept: Vec<&String> = rec["checkpoints"].as_object().unwrap().keys().collect();
+    assert_eq!(kept.len(), 2, "total_limit 2 of the shipped experiment keeps two: {kept:?}");
+    assert!(kept.contains(&&"8".to_string()), "the newest is always kept: {kept:?}");
+    let losses = series(&env, &id, "train/loss");
+    assert_eq!(losses.iter().map(|p| p.0).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert!(losses.iter().all(|p| p.1.is_finite() && p.1 > 0.0));
+    assert_eq!(series(&env, &id, "val/loss").iter().map(|p| p.0).collect::<Vec<_>>(), [4, 8]);
+    assert_eq!(series(&env, &id, "val/prior_drift").len(), 2);
+    let samples = rec["artifacts"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "one validation prompt, one image, at steps 4 and 8");
+    assert!(env.root().join("runs").join(&id).join(samples[0].as_str().unwrap()).exists());
+    let journal = std::fs::read_to_string(env.root().join("runs").join(&id).join("journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().filter(|l| l.contains("\"key\":\"train/loss\"")).count(), 8);
+}
+
+#[test]
+fn a_second_run_reuses_class_images_and_latents() {
+    let env = Env::new();
+    let first = env.ok(&train_args(&[]));
+    assert!(first.contains("class images generated: 4, images encoded: 8"), "{first}");
+    let second = env.ok(&train_args(&["--set", "train.learning_rate=1e-4"]));
+    assert!(second.contains("class images generated: 0, images encoded: 0"), "{second}");
+    let more = env.ok(&train_args(&["--set", "train.learning_rate=2e-4", "--set", "data.num_class_images=6"]));
+    assert!(more.contains("class images generated: 2, images encoded: 2"), "tops up: {more}");
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&train_args(&[])));
+    let expected = series(&straight, &id, "train/loss");
+
+    let env = Env::new();
+    let crashed = env.run_with(&train_args(&[]), &[("DBSWEEP_TEST_CRASH_AT_STEP", "5")]);
+    assert_ne!(crashed.code, 0, "the process was killed");
+    let id2 = run_id(&crashed.stdout);
+    assert_eq!(id2, id, "same configuration, same run id");
+    let rec = env.json(&["show", &id, "--json"]);
+    assert_eq!(rec["status"], "running", "a killed process leaves its run running");
+    let resumed = env.ok(&train_args(&[]));
+    assert!(resumed.contains("attempt 2") && resumed.contains("finished at step 8/8"), "{resumed}");
+    assert_eq!(series(&env, &id, "train/loss"), expected, "every step's loss is identical, each once");
+    assert_eq!(final_weights(&env, &id), final_weights(&straight, &id), "identical final weights");
+}
+
+#[test]
+fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&train_args(&[])));
+    let env = Env::new();
+    env.run_with(&train_args(&[]), &[("DBSWEEP_TEST_CRASH_AT_STEP", "5")]);
+    let ckpt = env.root().join("runs").join(&id).join("checkpoints");
+    let file = ckpt.join("step-00000004/unet.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let run = env.run(&train_args(&[]));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("skipping unusable checkpoint") && run.stderr.contains("step-00000004"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(series(&env, &id, "train/loss"), series(&straight, &id, "train/loss"));
+    assert_eq!(final_weights(&env, &id), final_weights(&straight, &id));
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_exits_130_then_resume_finishes() {
+    let env = Env::new();
+    let mut args = train_args(&[]);
+    args.extend([
+        "--set",
+        "train.max_train_steps=120",
+        "--set",
+        "checkpoint.every_steps=1000",
+        "--set",
+        "validation.every_steps=1000",
+    ]);
+    let child = Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--root")
+        .arg(env.root())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal_has_steps = |root: &Path| {
+        std::fs::read_dir(root.join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("journal.jsonl")).ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The journal is flushed at checkpoints; the run folder appears when training starts.
+    while journal_has_steps(env.root()).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = run_id(&stdout);
+    let rec = env.json(&["show", &id, "--json"]);
+    assert_eq!(rec["status"], "interrupted");
+    let (step, _) = rec["checkpoints"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(k, v)| (k.parse::<u64>().unwrap(), v.clone()))
+        .unwrap();
+    assert!(step > 0 && step < 120, "checkpointed at the interruption, step {step}");
+    let resumed = env.ok(&["train", "--run", &id, "--resume", "latest"]);
+    assert!(resumed.contains("finished at step 120/120"), "{resumed}");
+    let losses = series(&env, &id, "train/loss");
+    assert_eq!(losses.len(), 120);
+}
+
+#[test]
+fn bad_training_input_is_named_with_exit_code_2() {
+    let env = Env::new();
+    let run = env.run(&train_args(&["--set", "data.instance_dir=no/such/folder"]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no/such/folder") && run.stderr.contains("cannot read the image folder"),
+        "{}",
+        run.stderr
+    );
+    let run = env.run(&train_args(&["--set", "data.resolution=24"]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("data.resolution 24") && run.stderr.contains("multiple of 16"), "{}", run.stderr);
+    let run = env.run(&["train", "--run", "brave-otter-000000"]);
+    assert_eq!(run.code, 2);
+}
