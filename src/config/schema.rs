@@ -24,6 +24,47 @@ pub struct ExperimentConfig {
     pub checkpoint: CheckpointConfig,
     /// Validation samples and metrics.
     pub validation: ValidationConfig,
+    /// Where metrics and images go besides the journal and the lineage store.
+    pub tracking: TrackingConfig,
+}
+
+/// Tracking sinks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Write TensorBoard event files into each run folder.
+    pub tensorboard: bool,
+    /// Weights & Biases; off unless set.
+    pub wandb: Option<WandbConfig>,
+}
+
+/// Weights & Biases settings. The API key is never a setting: it comes from `WANDB_API_KEY`
+/// or `~/.netrc`, and is never logged or stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WandbConfig {
+    /// Project name.
+    pub project: String,
+    /// Entity (user or team); the key's default entity when unset.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// `online` (send while training) or `offline` (spool to disk; `dbsweep sync` sends).
+    #[serde(default = "online")]
+    pub mode: WandbMode,
+}
+
+fn online() -> WandbMode {
+    WandbMode::Online
+}
+
+/// When W&B data is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WandbMode {
+    /// While training (spooled to disk when the server is unreachable).
+    Online,
+    /// Only spooled; `dbsweep sync` sends it.
+    Offline,
 }
 
 /// The base model and how it computes.
@@ -201,7 +242,14 @@ impl Default for ExperimentConfig {
             train: TrainConfig::default(),
             checkpoint: CheckpointConfig::default(),
             validation: ValidationConfig::default(),
+            tracking: TrackingConfig::default(),
         }
+    }
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self { tensorboard: true, wandb: None }
     }
 }
 
@@ -390,6 +438,9 @@ impl ExperimentConfig {
         rule(v.num_images >= 1, "validation.num_images", "an integer >= 1", v.num_images.to_string());
         rule(v.steps >= 1, "validation.steps", "an integer >= 1", v.steps.to_string());
         rule(v.guidance >= 1.0, "validation.guidance", "a number >= 1 (1 disables guidance)", v.guidance.to_string());
+        if let Some(w) = &self.tracking.wandb {
+            rule(!w.project.trim().is_empty(), "tracking.wandb.project", "a W&B project name", quote(&w.project));
+        }
         out
     }
 }

@@ -126,24 +126,30 @@ struct Example {
 }
 
 /// Every record goes to the journal first (the source of truth), then to the lineage store
-/// and TensorBoard.
+/// and TensorBoard (when enabled).
 struct Sinks<'a> {
     journal: Journal,
     store: StoreSink<'a>,
-    tensorboard: TensorBoardSink,
+    tensorboard: Option<TensorBoardSink>,
 }
 
 impl Sinks<'_> {
     fn emit(&mut self, record: Record) -> Result<(), TrackingError> {
         self.journal.write(&record)?;
         self.store.write(&record)?;
-        self.tensorboard.write(&record)
+        match &mut self.tensorboard {
+            Some(tb) => tb.write(&record),
+            None => Ok(()),
+        }
     }
 
     fn flush(&mut self) -> Result<(), TrackingError> {
         self.journal.flush()?;
         self.store.flush()?;
-        self.tensorboard.flush()
+        match &mut self.tensorboard {
+            Some(tb) => tb.flush(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -273,7 +279,7 @@ pub fn train(job: &TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainErr
     }
 
     let journal = Journal::open(&job.run_dir.join(journal::FILE))?;
-    let tensorboard = TensorBoardSink::new(&job.run_dir)?;
+    let tensorboard = cfg.tracking.tensorboard.then(|| TensorBoardSink::new(&job.run_dir)).transpose()?;
     let mut sinks = Sinks { journal, store: StoreSink::new(store, &job.run_id), tensorboard };
     let hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
