@@ -8,6 +8,7 @@
 //!   config hashes.
 //! - [`store`]: the SQLite lineage store (migrations, sweeps, runs, provenance, metrics,
 //!   checkpoints, artifacts, state transitions).
+//! - [`scheduler`]: slots (GPUs, CPU cores), one process per run, retries, interruption.
 //! - [`model`]: Stable Diffusion on candle (trainable UNet and CLIP, VAE, tokenizer, sampler).
 //! - [`train`]: DreamBooth training.
 //! - [`tracking`]: one record type and one sink trait for the journal, SQLite, TensorBoard, W&B.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod exit;
 pub mod model;
 pub mod rng;
+pub mod scheduler;
 pub mod store;
 pub mod sweep;
 pub mod tracking;

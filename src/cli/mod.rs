@@ -3,6 +3,7 @@
 
 mod ls;
 mod plan;
+mod run;
 mod sample;
 mod show;
 mod table;
@@ -70,6 +71,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register a sweep file's runs and train them all on this machine's GPUs or CPU slots.
+    Run {
+        /// The sweep.
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Add new runs even for configurations that already finished.
+        #[arg(long)]
+        rerun: bool,
+        /// Scheduling.
+        #[command(flatten)]
+        schedule: run::ScheduleArgs,
+    },
+    /// Continue a registered sweep: finished runs are skipped, interrupted ones resume.
+    Resume {
+        /// Sweep id or name.
+        sweep: String,
+        /// Scheduling.
+        #[command(flatten)]
+        schedule: run::ScheduleArgs,
+    },
+    /// List the GPUs runs can use (nvidia-smi, after CUDA_VISIBLE_DEVICES).
+    Gpus {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sample images from a model folder or `builtin:tiny` (DDIM, classifier-free guidance).
     Sample(sample::SampleArgs),
     /// Train one experiment file, or one registered run, resuming from its last checkpoint.
@@ -129,5 +156,8 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i3
         Command::Show { run_id, json } => done(show::show(&db, &run_id, json, out)),
         Command::Sample(args) => done(sample::sample(&args, &cli.root, out)),
         Command::Train(args) => train::train(&args, env, &cli.root, out),
+        Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, &cli.root, out),
+        Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, &cli.root, out),
+        Command::Gpus { json } => done(run::gpus(env, json, out)),
     }
 }

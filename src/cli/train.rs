@@ -28,9 +28,33 @@ pub struct TrainArgs {
     /// before a step.
     #[arg(long, default_value = "latest")]
     pub resume: String,
+    /// Set by `dbsweep run`: the run is already claimed for this attempt, and the process stops
+    /// (after a checkpoint) if its orchestrator dies.
+    #[arg(long, hide = true, requires = "run")]
+    pub claimed: bool,
 }
 
-fn host() -> String {
+/// The device string recorded for a run: the CPU, and the GPUs a scheduler assigned.
+fn device(env: &[(String, String)]) -> String {
+    match env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES") {
+        Some((_, gpus)) => format!("cpu (CUDA_VISIBLE_DEVICES={gpus})"),
+        None => "cpu".into(),
+    }
+}
+
+/// Sets `stop` when this process's parent (the orchestrator) goes away.
+fn watch_parent(stop: Arc<AtomicBool>) {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+}
+
+/// This machine's host name, as runs record it.
+pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
@@ -72,7 +96,13 @@ pub fn train(args: &TrainArgs, env: &[(String, String)], root: &Path, out: &mut 
             .map_err(Error::Output)?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(Error::Output)?;
     }
-    let attempt = store.start_attempt(&run_id, &host(), "cpu")?;
+    let attempt = if args.claimed {
+        store.set_process(&run_id, std::process::id(), &device(env))?;
+        watch_parent(Arc::clone(&stop));
+        store.stored_run(&run_id)?.attempt
+    } else {
+        store.start_attempt(&run_id, &host(), &device(env))?
+    };
     let run_dir = root.join("runs").join(&run_id);
     writeln!(out, "run {run_id}: attempt {attempt}, folder {}", run_dir.display())?;
     let job =

@@ -139,6 +139,11 @@ impl Store {
         Ok(())
     }
 
+    /// The newest checkpoint step of run `id`, if any.
+    pub fn latest_checkpoint(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.query_row("SELECT MAX(step) FROM checkpoints WHERE run_id = ?1", [id], |r| r.get(0))?)
+    }
+
     /// Forgets the checkpoint of run `id` at `step` (pruned from disk).
     pub fn remove_checkpoint(&mut self, id: &str, step: i64) -> Result<(), StoreError> {
         self.conn.execute("DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2", params![id, step])?;

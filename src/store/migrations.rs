@@ -121,6 +121,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX run_events_by_run ON run_events (run_id);
     "#,
+    // 2: the process training a run, so a later orchestrator can tell a live run from one whose
+    // process died with its orchestrator.
+    r#"
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

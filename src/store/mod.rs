@@ -6,6 +6,7 @@
 //! either all of an operation or none of it. Invariant: a finished run's lineage rows are never
 //! rewritten; a re-run is a new run linked to the old one by `parent_run_id`.
 
+mod claim;
 mod code_version;
 mod error;
 mod lifecycle;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use claim::Claim;
 pub use code_version::CodeVersion;
 pub use error::StoreError;
 pub use lifecycle::{MetricPoint, StoredRun};

@@ -428,8 +428,8 @@ pub fn train(job: &TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainErr
         ] {
             sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
         }
-        if crash_at == Some(step) {
-            // Test hook: die like kill -9 (no flush, no cleanup) right after this step.
+        if crash_at == Some(step) && job.attempt == 1 {
+            // Test hook: the first attempt dies like kill -9 (no flush, no cleanup) after this step.
             std::process::abort();
         }
         let stopping = job.stop.load(Ordering::SeqCst);

@@ -1,0 +1,162 @@
+//! `dbsweep run`, `dbsweep resume` and `dbsweep gpus`: run a sweep's runs on this machine.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{Error, SweepArgs, print_json, table};
+use crate::exit;
+use crate::scheduler::{self, Event, GpuSelection, RunOptions, gpus, slots};
+use crate::store::{CodeVersion, Store};
+use crate::sweep::{self, Plan};
+
+/// Scheduling options shared by `run` and `resume`.
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// GPUs to use: `all`, `none` (CPU slots) or indices like `0,2`.
+    #[arg(long, default_value = "all")]
+    pub gpus: GpuSelection,
+    /// GPUs given to each run.
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_run: usize,
+    /// Runs sharing one GPU.
+    #[arg(long, default_value_t = 1)]
+    pub runs_per_gpu: usize,
+    /// Most runs at once (CPU slots: default 1; cores are split between slots).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Retries of a failed run, each resuming from its last checkpoint.
+    #[arg(long, default_value_t = 2)]
+    pub max_retries: u32,
+    /// Stop launching runs at the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Counts SIGINT/SIGTERM deliveries: the first asks runs to checkpoint and stop, the second
+/// kills them.
+fn stop_counter() -> Result<Arc<AtomicUsize>, Error> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(Error::Output)?;
+    let counter = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Ok(count)
+}
+
+fn schedule(
+    store: &mut Store,
+    sweep_id: &str,
+    args: &ScheduleArgs,
+    env: &[(String, String)],
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
+    let gpu_indices: Vec<u32> = match &args.gpus {
+        GpuSelection::None => Vec::new(),
+        GpuSelection::List(list) => list.clone(),
+        GpuSelection::All => gpus::discover(env).map_err(Error::Usage)?.iter().map(|g| g.index).collect(),
+    };
+    let slots = slots::plan(&gpu_indices, args.gpus_per_run, args.runs_per_gpu, args.max_parallel, cores())
+        .map_err(Error::Usage)?;
+    let opts = RunOptions {
+        exe: std::env::current_exe().map_err(Error::Output)?,
+        root: root.to_path_buf(),
+        host: super::train::host(),
+        max_retries: args.max_retries,
+        fail_fast: args.fail_fast,
+        immediate_failure: Duration::from_secs(10),
+        max_immediate_failures: 3,
+    };
+    let stop = stop_counter()?;
+    let mut write_err = None;
+    let mut report = |event: Event| {
+        let line = if args.json { serde_json::to_string(&event).expect("event serializes") } else { event.line() };
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            write_err.get_or_insert(e);
+        }
+    };
+    let summary = scheduler::run(store, sweep_id, &slots, &opts, &stop, &mut report)?;
+    if let Some(e) = write_err {
+        return Err(Error::Output(e));
+    }
+    Ok(if summary.interrupted {
+        exit::INTERRUPTED
+    } else if summary.failed > 0 || summary.remaining > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// `dbsweep run SWEEP.yaml`: registers the sweep (reusing finished runs) and runs it.
+pub fn run(
+    sweep_args: &SweepArgs,
+    rerun: bool,
+    args: &ScheduleArgs,
+    env: &[(String, String)],
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
+    let spec = sweep::load(&sweep_args.sweep)?;
+    let plan = Plan::build(spec, env.iter().cloned(), &sweep_args.set)?;
+    let mut store = Store::open(&root.join(crate::store::DB_FILE))?;
+    let reg = store.register(&plan, &CodeVersion::current(), rerun)?;
+    if !args.json {
+        writeln!(out, "sweep {} ({} runs) in {}", reg.sweep_id, reg.runs.len(), root.display())?;
+    }
+    schedule(&mut store, &reg.sweep_id, args, env, root, out)
+}
+
+/// `dbsweep resume SWEEP`: continues a registered sweep (id or name).
+pub fn resume(
+    sweep: &str,
+    args: &ScheduleArgs,
+    env: &[(String, String)],
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
+    let mut store = Store::open(&root.join(crate::store::DB_FILE))?;
+    let id = store.sweep(sweep)?.id;
+    schedule(&mut store, &id, args, env, root, out)
+}
+
+/// `dbsweep gpus`: the GPUs this machine offers (after `CUDA_VISIBLE_DEVICES`).
+pub fn gpus(env: &[(String, String)], as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let found = gpus::discover(env).map_err(Error::Usage)?;
+    if as_json {
+        return print_json(out, &found);
+    }
+    if found.is_empty() {
+        writeln!(out, "no GPU found (nvidia-smi is missing or lists none): runs use CPU slots")?;
+        return Ok(());
+    }
+    let headers: Vec<String> = ["INDEX", "NAME", "MEMORY (MiB)", "USED (MiB)", "UTIL %"].map(String::from).to_vec();
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|g| {
+            vec![
+                g.index.to_string(),
+                g.name.clone(),
+                g.memory_total_mib.to_string(),
+                g.memory_used_mib.to_string(),
+                g.utilization_percent.to_string(),
+            ]
+        })
+        .collect();
+    write!(out, "{}", table::render(&headers, &rows))?;
+    Ok(())
+}

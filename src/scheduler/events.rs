@@ -1,0 +1,74 @@
+//! What the scheduler reports: the contract between running a sweep and showing it. Plain
+//! lines for people and `--json` lines for scripts are both consumers of these events.
+
+use serde::Serialize;
+
+/// One thing that happened while running a sweep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Runs found running with no live process were marked interrupted (to be resumed).
+    Recovered {
+        /// Their ids.
+        runs: Vec<String>,
+    },
+    /// A run's training process started.
+    Started {
+        /// Run id.
+        run: String,
+        /// Attempt.
+        attempt: u32,
+        /// The slot, e.g. `gpu 2` or `cpu x2`.
+        slot: String,
+        /// The process id.
+        pid: u32,
+    },
+    /// A run's process ended.
+    Ended {
+        /// Run id.
+        run: String,
+        /// Attempt.
+        attempt: u32,
+        /// `finished`, `interrupted` or `failed`.
+        status: String,
+        /// Exit code (128 + signal when killed).
+        exit_code: i32,
+        /// Seconds the process ran.
+        seconds: f64,
+    },
+    /// The scheduler stops launching runs.
+    Stopping {
+        /// Why.
+        reason: String,
+    },
+    /// Every run of the sweep is done or nothing more can be launched.
+    Done {
+        /// Runs finished.
+        finished: usize,
+        /// Runs failed for good.
+        failed: usize,
+        /// Runs left interrupted or pending.
+        remaining: usize,
+    },
+}
+
+impl Event {
+    /// The event as one line for people.
+    pub fn line(&self) -> String {
+        match self {
+            Event::Recovered { runs } => {
+                format!("resuming {} run(s) whose process was gone: {}", runs.len(), runs.join(", "))
+            }
+            Event::Started { run, attempt, slot, pid } => {
+                format!("started  {run} (attempt {attempt}) on {slot}, pid {pid}")
+            }
+            Event::Ended { run, attempt, status, exit_code, seconds } => {
+                format!("{status:<8} {run} (attempt {attempt}) exit {exit_code} after {seconds:.1}s")
+            }
+            Event::Stopping { reason } => format!("stopping: {reason}"),
+            Event::Done { finished, failed, remaining } => {
+                format!("sweep done: {finished} finished, {failed} failed, {remaining} remaining")
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `dbsweep run` / `resume`: slots, retries, failures, interruption and chaos.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Env;
+
+/// A sweep of `n` short runs (seeds 1..=n) on the built-in model.
+fn sweep(env: &Env, n: usize, steps: u32) -> String {
+    let seeds: Vec<String> = (1..=n).map(|s| s.to_string()).collect();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    let instance = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/instance");
+    env.write(
+        "s.yaml",
+        &format!(
+            "name: chaos\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: {steps}}}\n  checkpoint: {{every_steps: 2}}\n  validation: {{every_steps: 1000}}\nparameters:\n  seed: {{values: [{}]}}\n",
+            base.display(),
+            instance.display(),
+            seeds.join(", ")
+        ),
+    )
+}
+
+fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbsweep"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("--root").arg(env.root()).args(args);
+    cmd.env_remove("DBSWEEP_ROOT").stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> Vec<T> {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// Waits (bounded) until no run is `running`.
+fn settle(env: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if query::<i64>(env, "SELECT COUNT(*) FROM runs WHERE status = 'running'")[0] == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("runs still running after 60 s");
+}
+
+fn assert_each_point_once(env: &Env, steps: i64) {
+    let counts: Vec<i64> = query(env, "SELECT COUNT(*) FROM metrics WHERE key = 'train/loss' GROUP BY run_id");
+    assert!(counts.iter().all(|&c| c == steps), "train/loss points per run: {counts:?}");
+    let steps_seen: Vec<i64> =
+        query(env, "SELECT COUNT(DISTINCT step) FROM metrics WHERE key = 'train/loss' GROUP BY run_id");
+    assert!(steps_seen.iter().all(|&c| c == steps));
+}
+
+#[test]
+fn four_fake_gpus_run_four_at_once_and_refill_a_freed_slot_at_once() {
+    let env = Env::new();
+    let file = sweep(&env, 6, 6);
+    let out = env.ok(&["run", &file, "--gpus", "0,1,2,3", "--json"]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(&kinds[..4], ["started"; 4], "four runs start before any ends: {kinds:?}");
+    let slots: std::collections::HashSet<&str> = events[..4].iter().map(|e| e["slot"].as_str().unwrap()).collect();
+    assert_eq!(slots.len(), 4, "each on its own GPU: {slots:?}");
+    let devices: Vec<String> = query(&env, "SELECT device FROM runs ORDER BY device");
+    for gpu in 0..4 {
+        assert!(devices.iter().any(|d| d == &format!("cpu (CUDA_VISIBLE_DEVICES={gpu})")), "{devices:?}");
+    }
+    // The fifth run is claimed within a second of the first run ending.
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let first_end: f64 = conn.query_row("SELECT MIN(julianday(ended_at)) FROM runs", [], |r| r.get(0)).unwrap();
+    let starts: Vec<f64> = query(&env, "SELECT julianday(started_at) FROM runs ORDER BY started_at");
+    let gap = (starts[4] - first_end) * 86400.0;
+    assert!(gap < 1.0, "fifth start {gap:.3}s after the first end");
+    assert_eq!(kinds.last(), Some(&"done"));
+    assert_eq!(events.last().unwrap()["finished"], 6);
+}
+
+#[test]
+fn a_failing_run_is_retried_from_its_checkpoint_and_the_sweep_finishes() {
+    let env = Env::new();
+    let file = sweep(&env, 2, 8);
+    let run = env.run_with(&["run", &file, "--gpus", "none"], &[("DBSWEEP_TEST_CRASH_AT_STEP", "5")]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.matches("failed   ").count(), 2, "{}", run.stdout);
+    assert_eq!(query::<i64>(&env, "SELECT attempt FROM runs"), [2, 2]);
+    assert_eq!(query::<String>(&env, "SELECT status FROM runs"), ["finished", "finished"]);
+    let errors: Vec<String> = query(&env, "SELECT reason FROM run_events WHERE to_status = 'failed'");
+    assert!(errors.iter().all(|e| e.contains("last lines of")), "{errors:?}");
+    let resumed: Vec<String> =
+        query(&env, "SELECT reason FROM run_events WHERE to_status = 'running' AND reason LIKE 'attempt 2%'");
+    assert_eq!(resumed.len(), 2);
+    assert_each_point_once(&env, 8);
+}
+
+#[test]
+fn deterministic_failures_stop_the_sweep_and_fail_fast_stops_at_once() {
+    let env = Env::new();
+    let file = env.write("bad.yaml", "name: bad\nextends: ../../../work/main/sweeps/base/tiny.yaml\nparameters:\n  data.instance_dir: {values: [nowhere/a, nowhere/b, nowhere/c, nowhere/d, nowhere/e]}\n");
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("../../../work/main/sweeps/base/tiny.yaml", &base.display().to_string()),
+    )
+    .unwrap();
+    let run = env.run(&["run", &file, "--gpus", "none", "--max-retries", "0"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("stopping: 3 runs failed right after starting"), "{}", run.stdout);
+    assert_eq!(run.stdout.matches("started ").count(), 3, "{}", run.stdout);
+    let env = Env::new();
+    let file = env.write("bad.yaml", &std::fs::read_to_string(&file).unwrap());
+    let run = env.run(&["run", &file, "--gpus", "none", "--max-retries", "0", "--fail-fast"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("(--fail-fast)") && run.stdout.matches("started ").count() == 1, "{}", run.stdout);
+}
+
+#[test]
+fn killing_the_orchestrator_at_random_moments_loses_nothing() {
+    let env = Env::new();
+    let file = sweep(&env, 4, 10);
+    let mut rng = dbsweep::rng::Rng::new(2026);
+    let mut first = true;
+    for _ in 0..3 {
+        let args: Vec<&str> = if first {
+            vec!["run", &file, "--gpus", "none", "--max-parallel", "2"]
+        } else {
+            vec!["resume", "chaos", "--gpus", "none", "--max-parallel", "2"]
+        };
+        first = false;
+        let mut child = spawn(&env, &args, &[]);
+        std::thread::sleep(Duration::from_millis(400 + rng.below(1500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        settle(&env);
+    }
+    let out = env.ok(&["resume", "chaos", "--gpus", "none", "--max-parallel", "2"]);
+    assert!(out.contains("sweep done: 4 finished, 0 failed, 0 remaining"), "{out}");
+    assert_eq!(
+        query::<i64>(&env, "SELECT COUNT(*) FROM run_events WHERE to_status = 'finished'"),
+        [4],
+        "each run finished once"
+    );
+    assert_each_point_once(&env, 10);
+}
+
+#[test]
+fn two_orchestrators_never_train_the_same_run_twice() {
+    let env = Env::new();
+    let file = sweep(&env, 4, 4);
+    env.ok(&["submit", &file]);
+    let a = spawn(&env, &["resume", "chaos", "--gpus", "none"], &[]);
+    let b = spawn(&env, &["resume", "chaos", "--gpus", "none"], &[]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.code().is_some() && b.status.code().is_some());
+    assert_eq!(
+        query::<i64>(&env, "SELECT attempt FROM runs"),
+        [1, 1, 1, 1],
+        "every run trained by exactly one process"
+    );
+    assert_eq!(query::<String>(&env, "SELECT DISTINCT status FROM runs"), ["finished"]);
+}
+
+#[test]
+fn ctrl_c_stops_launching_checkpoints_children_and_resume_finishes() {
+    let env = Env::new();
+    let file = sweep(&env, 3, 60);
+    let child = spawn(&env, &["run", &file, "--gpus", "none"], &[]);
+    std::thread::sleep(Duration::from_millis(2500));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("stopping: interrupted"), "{stdout}");
+    let statuses: Vec<String> = query(&env, "SELECT status FROM runs ORDER BY status");
+    assert!(statuses.contains(&"interrupted".to_string()), "{statuses:?}");
+    let out = env.ok(&["resume", "chaos", "--gpus", "none"]);
+    assert!(out.contains("sweep done: 3 finished"), "{out}");
+    assert_each_point_once(&env, 60);
+}
