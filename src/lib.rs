@@ -12,6 +12,7 @@
 //! - [`model`]: Stable Diffusion on candle (trainable UNet and CLIP, VAE, tokenizer, sampler).
 //! - [`train`]: DreamBooth training.
 //! - [`tracking`]: one record type and one sink trait for the journal, SQLite, TensorBoard, W&B.
+//! - [`report`]: after the sweep: compare, best checkpoint, export, dashboard.
 //! - [`cli`]: the thin command-line layer over the above; [`exit`] maps every error to the
 //!   documented exit codes.
 //!
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod model;
+pub mod report;
 pub mod rng;
 pub mod scheduler;
 pub mod store;

@@ -3,6 +3,7 @@
 
 mod ls;
 mod plan;
+mod report;
 mod run;
 mod sample;
 mod show;
@@ -91,6 +92,74 @@ pub enum Command {
         #[command(flatten)]
         schedule: run::ScheduleArgs,
     },
+    /// Compare a sweep's runs: swept values, status, final and best metric, steps, time.
+    Compare {
+        /// Sweep id or name.
+        sweep: String,
+        /// Metric (default: the sweep's metric, else val/loss).
+        #[arg(long)]
+        metric: Option<String>,
+        /// Best first.
+        #[arg(long)]
+        sort: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: report::Format,
+        /// Shorthand for --format json.
+        #[arg(long)]
+        json: bool,
+        /// Shorthand for --format csv.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// The best run of a sweep and its best checkpoint, with the rule that chose them.
+    Best {
+        /// Sweep id or name.
+        sweep: String,
+        /// Metric (default: the sweep's metric, else val/loss).
+        #[arg(long)]
+        metric: Option<String>,
+        /// minimize or maximize (default: the sweep's, else minimize).
+        #[arg(long)]
+        goal: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a checkpoint (`RUN_ID`, `RUN_ID@STEP` or `best:SWEEP`) as a diffusers model folder.
+    Export {
+        /// The checkpoint.
+        reference: String,
+        /// Only `diffusers`.
+        #[arg(long, default_value = "diffusers", value_parser = ["diffusers"])]
+        format: String,
+        /// The folder to create.
+        out: PathBuf,
+    },
+    /// Print the TensorBoard command that shows a sweep's runs under readable names.
+    Tensorboard {
+        /// Sweep id or name.
+        sweep: String,
+    },
+    /// Delete a sweep's checkpoints except the best and/or last; never the one `best` returns.
+    Gc {
+        /// Sweep id or name.
+        sweep: String,
+        /// What to keep.
+        #[arg(long, default_value = "best,last")]
+        keep: String,
+    },
+    /// Retrain a run from its stored configuration as a new, linked run.
+    Reproduce {
+        /// The run.
+        run_id: String,
+        /// Compare every metric step by step with the original.
+        #[arg(long)]
+        verify: bool,
+        /// Proceed although the instance or class images changed.
+        #[arg(long)]
+        allow_data_change: bool,
+    },
     /// List the GPUs runs can use (nvidia-smi, after CUDA_VISIBLE_DEVICES).
     Gpus {
         /// Print JSON.
@@ -159,5 +228,14 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i3
         Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, &cli.root, out),
         Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, &cli.root, out),
         Command::Gpus { json } => done(run::gpus(env, json, out)),
+        Command::Compare { sweep, metric, sort, format, json, csv } => {
+            let format = if json { report::Format::Json } else if csv { report::Format::Csv } else { format };
+            done(report::compare_cmd(&cli.root, &sweep, metric.as_deref(), sort, format, out))
+        }
+        Command::Best { sweep, metric, goal, json } => done(report::best_cmd(&cli.root, &sweep, metric.as_deref(), goal.as_deref(), json, out)),
+        Command::Export { reference, format: _, out: dir } => done(report::export_cmd(&cli.root, &reference, &dir, out)),
+        Command::Tensorboard { sweep } => done(report::tensorboard_cmd(&cli.root, &sweep, out)),
+        Command::Gc { sweep, keep } => done(report::gc_cmd(&cli.root, &sweep, &keep, out)),
+        Command::Reproduce { run_id, verify, allow_data_change } => report::reproduce_cmd(&cli.root, &run_id, verify, allow_data_change, env, out),
     }
 }

@@ -9,11 +9,14 @@ use super::Error;
 use crate::model::attention::AttentionMode;
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
 use crate::model::{ModelError, builtin, png};
+use crate::report::reference;
+use crate::store::Store;
 
 /// Options of `dbsweep sample`.
 #[derive(Debug, clap::Args)]
 pub struct SampleArgs {
-    /// A diffusers-layout model folder, or `builtin:tiny`.
+    /// A diffusers-layout model folder, `builtin:tiny`, or a trained checkpoint: `RUN_ID`
+    /// (its newest), `RUN_ID@STEP` or `best:SWEEP`.
     #[arg(long, default_value = builtin::NAME)]
     pub model: String,
     /// The prompt.
@@ -59,8 +62,24 @@ pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(),
     }
     let device = Device::Cpu;
     let mode = args.attention_chunk.map_or(AttentionMode::Full, AttentionMode::Chunked);
-    let folder = builtin::resolve(&args.model, &root.join("models"))?;
+    let (mut store, checkpoint) = if reference::is_reference(&args.model) {
+        let db = root.join(crate::store::DB_FILE);
+        let store = Store::open_existing(&db)?.ok_or_else(|| Error::Usage(format!("--model {}: no lineage store at {}", args.model, db.display())))?;
+        let r = reference::resolve(&store, root, &args.model).map_err(|e| Error::Usage(e.to_string()))?;
+        (Some(store), Some(r))
+    } else {
+        (None, None)
+    };
+    let base = checkpoint.as_ref().map_or(args.model.as_str(), |r| r.config.model.pretrained.as_str());
+    let folder = builtin::resolve(base, &root.join("models"))?;
     let model = StableDiffusion::load(&folder, &device, mode)?;
+    if let Some(r) = &checkpoint {
+        let text = r.folder.join("text_encoder.safetensors").exists().then_some(&model.text_vars);
+        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None).map_err(|e| Error::Usage(e.to_string()))?;
+        if let Some(rule) = &r.rule {
+            writeln!(out, "using run {} at step {} ({rule})", r.run_id, r.step)?;
+        }
+    }
     let latents = args.latents.as_deref().map(|p| load_latents(p, &model)).transpose()?;
     let step = model.vae_scale_factor() << (model.unet_config.block_out_channels.len() - 1);
     let size = match (&latents, args.size) {
@@ -101,6 +120,12 @@ pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(),
             ("Software", format!("dbsweep {}", env!("CARGO_PKG_VERSION"))),
         ];
         png::write(&path, image, &text)?;
+        if let (Some(store), Some(r)) = (store.as_mut(), &checkpoint) {
+            let bytes = std::fs::read(&path)?;
+            let sha = crate::train::data::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let meta = serde_json::json!({"settings": settings, "checkpoint_step": r.step}).to_string();
+            store.add_artifact(&r.run_id, Some(r.step), "sample", &path.display().to_string(), &sha, &meta)?;
+        }
         writeln!(out, "{}", path.display())?;
     }
     Ok(())

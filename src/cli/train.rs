@@ -89,6 +89,23 @@ pub fn train(args: &TrainArgs, env: &[(String, String)], root: &Path, out: &mut 
         }
         (None, None) => return Err(Error::Usage("give an experiment file or --run RUN_ID".into())),
     };
+    execute(&mut store, &run_id, config, args.claimed, resume_at_most, env, root, out)
+}
+
+/// Trains the registered run `run_id` with `config` to the end (see [`train`]); returns the
+/// process exit code.
+#[allow(clippy::too_many_arguments)]
+pub fn execute(
+    store: &mut Store,
+    run_id: &str,
+    config: ExperimentConfig,
+    claimed: bool,
+    resume_at_most: Option<u64>,
+    env: &[(String, String)],
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
+    let run_id = run_id.to_string();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once with 130.
@@ -96,7 +113,7 @@ pub fn train(args: &TrainArgs, env: &[(String, String)], root: &Path, out: &mut 
             .map_err(Error::Output)?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(Error::Output)?;
     }
-    let attempt = if args.claimed {
+    let attempt = if claimed {
         store.set_process(&run_id, std::process::id(), &device(env))?;
         watch_parent(Arc::clone(&stop));
         store.stored_run(&run_id)?.attempt
@@ -107,7 +124,7 @@ pub fn train(args: &TrainArgs, env: &[(String, String)], root: &Path, out: &mut 
     writeln!(out, "run {run_id}: attempt {attempt}, folder {}", run_dir.display())?;
     let job =
         TrainJob { run_id: run_id.clone(), attempt, config, run_dir, root: root.to_path_buf(), resume_at_most, stop };
-    match train_run(&job, &mut store) {
+    match train_run(&job, store) {
         Ok(outcome) => {
             let (status, code) = match outcome.status {
                 EndStatus::Success => (RunStatus::Finished, exit::OK),

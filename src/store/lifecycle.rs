@@ -18,6 +18,21 @@ pub struct MetricPoint {
     pub wall_time: f64,
 }
 
+/// A checkpoint as the store records it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CheckpointRow {
+    /// Step.
+    pub step: i64,
+    /// Folder, relative to the run folder.
+    pub path: String,
+    /// sha256 of its manifest.
+    pub sha256: String,
+    /// Bytes on disk.
+    pub size_bytes: i64,
+    /// Validation metrics at that step (JSON object).
+    pub metrics: serde_json::Value,
+}
+
 /// A run's stored configuration, for training it.
 #[derive(Clone, Debug)]
 pub struct StoredRun {
@@ -142,6 +157,43 @@ impl Store {
     /// The newest checkpoint step of run `id`, if any.
     pub fn latest_checkpoint(&self, id: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.conn.query_row("SELECT MAX(step) FROM checkpoints WHERE run_id = ?1", [id], |r| r.get(0))?)
+    }
+
+    /// The checkpoints of run `id`, oldest first.
+    pub fn checkpoints(&self, id: &str) -> Result<Vec<CheckpointRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT step, path, sha256, size_bytes, metrics_json FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
+        let rows = stmt.query_map([id], |r| {
+            let metrics: String = r.get(4)?;
+            Ok(CheckpointRow {
+                step: r.get(0)?,
+                path: r.get(1)?,
+                sha256: r.get(2)?,
+                size_bytes: r.get(3)?,
+                metrics: serde_json::from_str(&metrics).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Seconds run `id` spent running, over all attempts (from its status history).
+    pub fn running_seconds(&self, id: &str) -> Result<f64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT to_status, julianday(at) * 86400.0 FROM run_events WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let events: Vec<(String, f64)> = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut total = 0.0;
+        let mut since: Option<f64> = None;
+        for (status, at) in events {
+            if let Some(start) = since.take() {
+                total += at - start;
+            }
+            if status == "running" {
+                since = Some(at);
+            }
+        }
+        Ok(total)
     }
 
     /// Forgets the checkpoint of run `id` at `step` (pruned from disk).

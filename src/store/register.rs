@@ -166,6 +166,44 @@ impl Store {
         Ok(Registration { sweep_id: plan.sweep_id.clone(), sweep_created, runs })
     }
 
+    /// Records a new run that reproduces run `original`: the same stored configuration, linked
+    /// by `reproduced_from`, never reused.
+    pub fn register_reproduction(&mut self, original: &str, code: &CodeVersion) -> Result<String, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let code_id = code_version_id(&tx, code)?;
+        let (hash, config, seed): (String, String, i64) = tx
+            .query_row("SELECT config_hash, config_json, seed FROM runs WHERE id = ?1", [original], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound { what: "run", id: original.into(), hint: None })?;
+        let copies: i64 = tx.query_row("SELECT COUNT(*) FROM runs WHERE reproduced_from = ?1", [original], |r| r.get(0))?;
+        let mut hex = MIN_HEX;
+        let id = loop {
+            let id = run_id(ConfigHash::of(&format!("{hash}#reproduce-{original}-{copies}")), hex);
+            if tx.query_row("SELECT 1 FROM runs WHERE id = ?1", [&id], |_| Ok(())).optional()?.is_none() {
+                break id;
+            }
+            hex += 2;
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO runs (id, config_hash, config_json, seed, status, reproduced_from, code_version_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, {NOW})"
+            ),
+            params![id, hash, config, seed, original, code_id],
+        )?;
+        tx.execute(
+            "INSERT INTO params (run_id, key, value_json, source, detail, swept)
+             SELECT ?1, key, value_json, source, detail, swept FROM params WHERE run_id = ?2",
+            params![id, original],
+        )?;
+        tx.execute(
+            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, NULL, 'pending', ?2)"),
+            params![id, format!("reproduces {original}")],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// Records one experiment (outside any sweep) as a run: an unfinished run of the same
     /// configuration is reused, a finished one gets a new, linked run.
     pub fn register_experiment(

@@ -6,6 +6,7 @@ mod docs;
 mod errors;
 mod ls;
 mod plan;
+mod report;
 mod run;
 mod sample;
 mod show;
