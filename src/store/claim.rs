@@ -37,17 +37,7 @@ impl Store {
             .optional()?;
         let Some((run_id, from, attempt)) = next else { return Ok(None) };
         let attempt = attempt + 1;
-        tx.execute(
-            &format!(
-                "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, pid = ?4, started_at = {NOW},
-                 ended_at = NULL, exit_code = NULL, error = NULL WHERE id = ?1"
-            ),
-            params![run_id, attempt, host, pid],
-        )?;
-        tx.execute(
-            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"),
-            params![run_id, from, format!("attempt {attempt} claimed on {host}")],
-        )?;
+        super::lifecycle::begin_attempt(&tx, &run_id, from, attempt, host, pid, &format!("attempt {attempt} claimed on {host}"))?;
         tx.commit()?;
         Ok(Some(Claim { run_id, attempt }))
     }

@@ -44,6 +44,32 @@ pub struct StoredRun {
     pub attempt: u32,
 }
 
+/// Moves run `id` from `from` to running as `attempt` on `host` under process `pid`, with a
+/// status event: the one place a new attempt begins (claimed by a scheduler or started by
+/// `dbsweep train`).
+pub(super) fn begin_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    from: RunStatus,
+    attempt: u32,
+    host: &str,
+    pid: u32,
+    reason: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, pid = ?4, started_at = {NOW},
+             ended_at = NULL, exit_code = NULL, error = NULL WHERE id = ?1"
+        ),
+        params![id, attempt, host, pid],
+    )?;
+    tx.execute(
+        &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"),
+        params![id, from, reason],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// The configuration and status of run `id`.
     pub fn stored_run(&self, id: &str) -> Result<StoredRun, StoreError> {
@@ -55,23 +81,16 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound { what: "run", id: id.into(), hint: None })
     }
 
-    /// Marks run `id` running as a new attempt on `host`/`device`; returns the attempt number.
+    /// Marks run `id` running as a new attempt on `host`/`device` by this process; returns the
+    /// attempt number.
     pub fn start_attempt(&mut self, id: &str, host: &str, device: &str) -> Result<u32, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (from, attempt): (RunStatus, u32) =
             tx.query_row("SELECT status, attempt FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let attempt = attempt + 1;
-        tx.execute(
-            &format!(
-                "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, device = ?4, started_at = {NOW},
-                 ended_at = NULL, exit_code = NULL, error = NULL WHERE id = ?1"
-            ),
-            params![id, attempt, host, device],
-        )?;
-        tx.execute(
-            &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"),
-            params![id, from, format!("attempt {attempt} started on {host} ({device})")],
-        )?;
+        let reason = format!("attempt {attempt} started on {host} ({device})");
+        begin_attempt(&tx, id, from, attempt, host, std::process::id(), &reason)?;
+        tx.execute("UPDATE runs SET device = ?2 WHERE id = ?1", params![id, device])?;
         tx.commit()?;
         Ok(attempt)
     }
