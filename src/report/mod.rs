@@ -2,5 +2,6 @@
 //! reports built on the lineage store.
 
 pub mod compare;
+pub mod dashboard;
 pub mod export;
 pub mod reference;
