@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one small module per command. Commands parse,
 //! call the library, and print; they hold no logic of their own.
 
+mod dashboard;
 mod ls;
 mod plan;
 mod report;
@@ -160,6 +161,14 @@ pub enum Command {
         #[arg(long)]
         allow_data_change: bool,
     },
+    /// Write a self-contained HTML dashboard of a sweep: table, curves, validation image grid.
+    Dashboard {
+        /// Sweep id or name.
+        sweep: String,
+        /// Output file (default `dashboards/<sweep-id>.html`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List the GPUs runs can use (nvidia-smi, after CUDA_VISIBLE_DEVICES).
     Gpus {
         /// Print JSON.
@@ -234,6 +243,7 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i3
         }
         Command::Best { sweep, metric, goal, json } => done(report::best_cmd(&cli.root, &sweep, metric.as_deref(), goal.as_deref(), json, out)),
         Command::Export { reference, format: _, out: dir } => done(report::export_cmd(&cli.root, &reference, &dir, out)),
+        Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(&cli.root, &sweep, file.as_deref(), out)),
         Command::Tensorboard { sweep } => done(report::tensorboard_cmd(&cli.root, &sweep, out)),
         Command::Gc { sweep, keep } => done(report::gc_cmd(&cli.root, &sweep, &keep, out)),
         Command::Reproduce { run_id, verify, allow_data_change } => report::reproduce_cmd(&cli.root, &run_id, verify, allow_data_change, env, out),
