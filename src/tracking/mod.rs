@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod journal;
 pub mod store_sink;
 pub mod tensorboard;
+pub mod wandb;
 
 /// How an attempt of a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +125,9 @@ pub enum TrackingError {
     /// The lineage store failed.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// Weights & Biases settings are unusable, or its spool could not be written.
+    #[error("{0}")]
+    Wandb(#[from] wandb::WandbError),
 }
 
 /// A destination for records. Sinks are written to in record order; `flush` makes everything
