@@ -9,6 +9,8 @@
 
 use crate::cli::Error;
 use crate::store::StoreError;
+use crate::tracking::TrackingError;
+use crate::tracking::wandb::WandbError;
 
 /// Success.
 pub const OK: i32 = 0;
@@ -26,6 +28,12 @@ pub fn code(err: &Error) -> i32 {
         Error::Store(StoreError::NotFound { .. } | StoreError::SchemaTooNew { .. }) => BAD_INPUT,
         Error::Model(e) if e.is_bad_input() => BAD_INPUT,
         Error::Train(e) if e.is_bad_input() => BAD_INPUT,
-        Error::Store(_) | Error::Model(_) | Error::Train(_) | Error::Tensor(_) | Error::Output(_) => FAILED,
+        Error::Tracking(TrackingError::Wandb(WandbError::NoApiKey { .. } | WandbError::BadUrl { .. })) => BAD_INPUT,
+        Error::Store(_)
+        | Error::Model(_)
+        | Error::Train(_)
+        | Error::Tracking(_)
+        | Error::Tensor(_)
+        | Error::Output(_) => FAILED,
     }
 }

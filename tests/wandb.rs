@@ -100,6 +100,8 @@ struct Seen {
 #[derive(Default)]
 struct State {
     key: String,
+    /// The run name the server expects (empty: adopt the first UpsertBucket's).
+    run: String,
     port: u16,
     seen: Vec<Seen>,
     violations: Vec<String>,
@@ -154,7 +156,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { key: key.into(), port, ..State::default() }));
+        let state = Arc::new(Mutex::new(State { key: key.into(), run: RUN.into(), port, ..State::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
         let accept = std::thread::spawn(move || {
@@ -340,14 +342,18 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
             let vars = &json["variables"];
             let names: Vec<&str> = vars.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
             let count = s.history.len();
-            let bucket = json!({"id": "b1", "name": RUN, "historyLineCount": count,
+            if s.run.is_empty() && op == "UpsertBucket" {
+                s.run = json["variables"]["name"].as_str().unwrap_or_default().to_string();
+            }
+            let run = s.run.clone();
+            let bucket = json!({"id": "b1", "name": run, "historyLineCount": count,
                 "project": {"id": "p1", "name": "proj", "entity": {"id": "e1", "name": ENTITY}}});
             let reply = match op {
                 "UpsertBucket" => {
                     if names != UPSERT_VARIABLES {
                         violation(&mut s, format!("UpsertBucket variables {names:?}"));
                     }
-                    if vars["name"] != RUN || vars["project"] != "proj" || vars["jobType"] != "train" {
+                    if vars["name"] != run.as_str() || vars["project"] != "proj" || vars["jobType"] != "train" {
                         violation(&mut s, format!("UpsertBucket variables {vars}"));
                     }
                     let config: Value = serde_json::from_str(vars["config"].as_str().unwrap_or("")).unwrap_or_default();
@@ -357,14 +363,16 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
                     json!({"data": {"upsertBucket": {"bucket": bucket, "inserted": count == 0}}})
                 }
                 "RunResumeStatus" => {
-                    if names != ["project", "entity", "name"] || vars["name"] != RUN {
+                    if names != ["project", "entity", "name"] || vars["name"] != run.as_str() {
                         violation(&mut s, format!("RunResumeStatus variables {vars}"));
                     }
                     json!({"data": {"model": {"id": "p1", "name": "proj", "entity": {"id": "e1", "name": ENTITY},
                         "bucket": if count == 0 { Value::Null } else { bucket }}}})
                 }
                 "CreateRunFiles" => {
-                    if names != ["entity", "project", "run", "files"] || vars["entity"] != ENTITY || vars["run"] != RUN
+                    if names != ["entity", "project", "run", "files"]
+                        || vars["entity"] != ENTITY
+                        || vars["run"] != run.as_str()
                     {
                         violation(&mut s, format!("CreateRunFiles variables {vars}"));
                     }
@@ -386,7 +394,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
             respond(&mut stream, 200, "", &reply.to_string());
         }
         Route::FileStream => {
-            if path != format!("/files/{ENTITY}/proj/{RUN}/file_stream") {
+            if path != format!("/files/{ENTITY}/proj/{}/file_stream", s.run) {
                 violation(&mut s, "wrong file_stream path".into());
             }
             if let Some(h) = json.get("files").and_then(|f| f.get("wandb-history.jsonl")) {
@@ -903,4 +911,42 @@ fn missing_media_is_skipped_not_fatal() {
     server.assert_no_violations();
     assert_eq!(server.state().exitcodes, vec![0]);
     assert!(server.state().uploaded.is_empty());
+}
+
+/// A real training run with `tracking.wandb` set delivers every step to the server, ends with
+/// `complete` and exit code 0, and leaves the API key nowhere on disk (run folder, store).
+#[test]
+fn a_training_run_reaches_wandb() {
+    let server = Server::start();
+    let root = tempfile::tempdir().unwrap();
+    // The run id derives from the config: the server adopts the first run name it is sent.
+    server.state().run.clear();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DBSWEEP_ROOT")
+        .env("WANDB_BASE_URL", &server.base)
+        .env("WANDB_API_KEY", KEY)
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "train",
+            "sweeps/base/tiny.yaml",
+            "--set",
+            "train.max_train_steps=5",
+            "--set",
+            "validation.every_steps=5",
+        ])
+        .args(["--set", &format!("tracking.wandb={{project: proj, entity: {ENTITY}}}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.assert_no_violations();
+    let steps = server.steps();
+    assert!((1..=5).all(|s| steps.contains(&s)), "steps delivered: {steps:?}");
+    assert_eq!(server.state().exitcodes, vec![0]);
+    for file in files_under(root.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the API key is in {}", file.display());
+    }
 }

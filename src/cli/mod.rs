@@ -8,6 +8,7 @@ mod report;
 mod run;
 mod sample;
 mod show;
+mod sync;
 mod table;
 mod train;
 
@@ -169,6 +170,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Send what runs spooled for Weights & Biases (offline mode, or while W&B was unreachable).
+    Sync {
+        /// A run id, or a sweep id or name; every run under the root when omitted.
+        target: Option<String>,
+    },
     /// List the GPUs runs can use (nvidia-smi, after CUDA_VISIBLE_DEVICES).
     Gpus {
         /// Print JSON.
@@ -210,6 +216,9 @@ pub enum Error {
     /// Training failed.
     #[error("{0}")]
     Train(#[from] crate::train::trainer::TrainError),
+    /// Delivering tracking data (W&B) failed.
+    #[error("{0}")]
+    Tracking(#[from] crate::tracking::TrackingError),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -237,15 +246,28 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i3
         Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, &cli.root, out),
         Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, &cli.root, out),
         Command::Gpus { json } => done(run::gpus(env, json, out)),
+        Command::Sync { target } => done(sync::sync(&cli.root, target.as_deref(), env, out)),
         Command::Compare { sweep, metric, sort, format, json, csv } => {
-            let format = if json { report::Format::Json } else if csv { report::Format::Csv } else { format };
+            let format = if json {
+                report::Format::Json
+            } else if csv {
+                report::Format::Csv
+            } else {
+                format
+            };
             done(report::compare_cmd(&cli.root, &sweep, metric.as_deref(), sort, format, out))
         }
-        Command::Best { sweep, metric, goal, json } => done(report::best_cmd(&cli.root, &sweep, metric.as_deref(), goal.as_deref(), json, out)),
-        Command::Export { reference, format: _, out: dir } => done(report::export_cmd(&cli.root, &reference, &dir, out)),
+        Command::Best { sweep, metric, goal, json } => {
+            done(report::best_cmd(&cli.root, &sweep, metric.as_deref(), goal.as_deref(), json, out))
+        }
+        Command::Export { reference, format: _, out: dir } => {
+            done(report::export_cmd(&cli.root, &reference, &dir, out))
+        }
         Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(&cli.root, &sweep, file.as_deref(), out)),
         Command::Tensorboard { sweep } => done(report::tensorboard_cmd(&cli.root, &sweep, out)),
         Command::Gc { sweep, keep } => done(report::gc_cmd(&cli.root, &sweep, &keep, out)),
-        Command::Reproduce { run_id, verify, allow_data_change } => report::reproduce_cmd(&cli.root, &run_id, verify, allow_data_change, env, out),
+        Command::Reproduce { run_id, verify, allow_data_change } => {
+            report::reproduce_cmd(&cli.root, &run_id, verify, allow_data_change, env, out)
+        }
     }
 }

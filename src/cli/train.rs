@@ -122,8 +122,17 @@ pub fn execute(
     };
     let run_dir = root.join("runs").join(&run_id);
     writeln!(out, "run {run_id}: attempt {attempt}, folder {}", run_dir.display())?;
-    let job =
-        TrainJob { run_id: run_id.clone(), attempt, config, run_dir, root: root.to_path_buf(), resume_at_most, stop };
+    let job = TrainJob {
+        run_id: run_id.clone(),
+        attempt,
+        config,
+        run_dir,
+        root: root.to_path_buf(),
+        resume_at_most,
+        stop,
+        env: env.to_vec(),
+        sweep_id: store.run(&run_id)?.sweeps.first().map(|s| s.sweep_id.clone()),
+    };
     match train_run(&job, store) {
         Ok(outcome) => {
             let (status, code) = match outcome.status {

@@ -123,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_values_survive_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let mut j = Journal::open(&path).unwrap();
+        j.write(&Record::Scalar { key: "train/grad_norm".into(), step: 1, value: f64::NAN, wall_time: 1.0 }).unwrap();
+        j.flush().unwrap();
+        let back = read(&path).unwrap();
+        assert!(matches!(back[0], Record::Scalar { value, .. } if value.is_nan()));
+        assert!(Journal::open(&path).is_ok());
+    }
+
+    #[test]
     fn corruption_before_valid_records_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);

@@ -54,7 +54,8 @@ pub enum Record {
         key: String,
         /// Optimiser step.
         step: u64,
-        /// Value.
+        /// Value (JSON has no NaN or infinity: they are written as null and read back as NaN).
+        #[serde(deserialize_with = "nullable_f64")]
         value: f64,
         /// When.
         wall_time: f64,
@@ -92,6 +93,10 @@ pub enum Record {
         /// When.
         wall_time: f64,
     },
+}
+
+fn nullable_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Why a sink could not take a record.

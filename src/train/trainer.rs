@@ -33,6 +33,7 @@ use crate::store::Store;
 use crate::tracking::journal::{self, Journal};
 use crate::tracking::store_sink::StoreSink;
 use crate::tracking::tensorboard::TensorBoardSink;
+use crate::tracking::wandb::{WandbError, WandbOptions, WandbSink};
 use crate::tracking::{EndStatus, Record, Sink, TrackingError, now};
 
 /// Why a run could not train.
@@ -75,6 +76,7 @@ impl TrainError {
             TrainError::Model(e) => e.is_bad_input(),
             TrainError::Cache(CacheError::Data(_)) => true,
             TrainError::Cache(CacheError::Model(e)) => e.is_bad_input(),
+            TrainError::Tracking(TrackingError::Wandb(WandbError::NoApiKey { .. } | WandbError::BadUrl { .. })) => true,
             _ => false,
         }
     }
@@ -94,8 +96,13 @@ pub struct TrainJob {
     pub root: PathBuf,
     /// Resume from the newest valid checkpoint at or before this step (`None`: the newest).
     pub resume_at_most: Option<u64>,
-    /// Set to stop after the current step (a checkpoint is written first).
+    /// Set to stop after the current step (a checkpoint is written first); W&B's "stopped"
+    /// reply sets it too.
     pub stop: Arc<AtomicBool>,
+    /// The process environment (W&B reads its key and URL from it).
+    pub env: Vec<(String, String)>,
+    /// The sweep the run belongs to (W&B's group), if any.
+    pub sweep_id: Option<String>,
 }
 
 /// How training ended.
@@ -125,31 +132,33 @@ struct Example {
     flipped: Option<Tensor>,
 }
 
-/// Every record goes to the journal first (the source of truth), then to the lineage store
-/// and TensorBoard (when enabled).
+/// Every record goes to the journal first (the source of truth), then to the lineage store,
+/// TensorBoard and W&B (when enabled; W&B spools to disk and delivers in the background, so
+/// it never waits for the network).
 struct Sinks<'a> {
     journal: Journal,
     store: StoreSink<'a>,
     tensorboard: Option<TensorBoardSink>,
+    wandb: Option<WandbSink>,
 }
 
 impl Sinks<'_> {
+    fn optional(&mut self) -> impl Iterator<Item = &mut dyn Sink> {
+        let tb = self.tensorboard.as_mut().map(|s| s as &mut dyn Sink);
+        let wandb = self.wandb.as_mut().map(|s| s as &mut dyn Sink);
+        tb.into_iter().chain(wandb)
+    }
+
     fn emit(&mut self, record: Record) -> Result<(), TrackingError> {
         self.journal.write(&record)?;
         self.store.write(&record)?;
-        match &mut self.tensorboard {
-            Some(tb) => tb.write(&record),
-            None => Ok(()),
-        }
+        self.optional().try_for_each(|s| s.write(&record))
     }
 
     fn flush(&mut self) -> Result<(), TrackingError> {
         self.journal.flush()?;
         self.store.flush()?;
-        match &mut self.tensorboard {
-            Some(tb) => tb.flush(),
-            None => Ok(()),
-        }
+        self.optional().try_for_each(|s| s.flush())
     }
 }
 
@@ -280,7 +289,14 @@ pub fn train(job: &TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainErr
 
     let journal = Journal::open(&job.run_dir.join(journal::FILE))?;
     let tensorboard = cfg.tracking.tensorboard.then(|| TensorBoardSink::new(&job.run_dir)).transpose()?;
-    let mut sinks = Sinks { journal, store: StoreSink::new(store, &job.run_id), tensorboard };
+    let wandb = match &cfg.tracking.wandb {
+        Some(w) => {
+            let options = WandbOptions { stop: Arc::clone(&job.stop), ..Default::default() };
+            Some(WandbSink::with_options(w, &job.run_id, job.sweep_id.as_deref(), &job.run_dir, &job.env, options)?)
+        }
+        None => None,
+    };
+    let mut sinks = Sinks { journal, store: StoreSink::new(store, &job.run_id), tensorboard, wandb };
     let hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
         ("train.prior_loss_weight", json!(t.prior_loss_weight)),
