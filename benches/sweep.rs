@@ -29,7 +29,18 @@ fn dbsweep(root: &Path, args: &[&str]) -> (f64, String) {
 fn train(root: &Path, steps: u32, lr: &str) -> (f64, String) {
     let steps = format!("train.max_train_steps={steps}");
     let lr = format!("train.learning_rate={lr}");
-    let args = ["train", "sweeps/base/tiny.yaml", "--set", &steps, "--set", &lr, "--set", "validation.every_steps=100000", "--set", "checkpoint.every_steps=100000"];
+    let args = [
+        "train",
+        "sweeps/base/tiny.yaml",
+        "--set",
+        &steps,
+        "--set",
+        &lr,
+        "--set",
+        "validation.every_steps=100000",
+        "--set",
+        "checkpoint.every_steps=100000",
+    ];
     dbsweep(root, &args)
 }
 
@@ -65,18 +76,30 @@ fn main() {
              JOIN sweeps w ON w.id = s.sweep_id WHERE w.name = 'bench' ORDER BY r.started_at",
         )
         .unwrap();
-    let spans: Vec<(f64, f64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let spans: Vec<(f64, f64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     let busy: f64 = spans.iter().map(|(s, e)| e - s).sum();
     let ideal = busy / 2.0;
     // Each run after the first two starts when a slot frees: its gap is its start minus the
     // latest end before it.
     let gaps: Vec<f64> = spans[2..]
         .iter()
-        .filter_map(|(start, _)| spans.iter().map(|(_, e)| *e).filter(|e| e <= start).fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e)))).map(|e| start - e))
+        .filter_map(|(start, _)| {
+            spans
+                .iter()
+                .map(|(_, e)| *e)
+                .filter(|e| e <= start)
+                .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
+                .map(|e| start - e)
+        })
         .collect();
     let mean_gap = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
     let max_gap = gaps.iter().cloned().fold(0.0, f64::max);
     println!("\nscheduling, 8 runs x 30 steps on 2 CPU slots");
-    println!("  run end -> next start on the freed slot: mean {:.0} ms, max {:.0} ms", mean_gap * 1000.0, max_gap * 1000.0);
+    println!(
+        "  run end -> next start on the freed slot: mean {:.0} ms, max {:.0} ms",
+        mean_gap * 1000.0,
+        max_gap * 1000.0
+    );
     println!("  sweep wall time {wall:.2} s, ideal (sum of run times / slots) {ideal:.2} s, ratio {:.2}", wall / ideal);
 }

@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use super::{Error, print_json, table};
 use crate::model::builtin;
 use crate::report::compare::{self, CompareError, Comparison};
-use crate::report::reference::{self, RefError};
 use crate::report::export;
+use crate::report::reference::{self, RefError};
 use crate::store::{CodeVersion, Store, StoreError};
 use crate::train::data::ImageSet;
 
 fn open(root: &Path) -> Result<Store, Error> {
     let db = root.join(crate::store::DB_FILE);
-    Store::open_existing(&db)?.ok_or_else(|| Error::Store(StoreError::NotFound { what: "lineage store", id: db.display().to_string(), hint: None }))
+    Store::open_existing(&db)?.ok_or_else(|| {
+        Error::Store(StoreError::NotFound { what: "lineage store", id: db.display().to_string(), hint: None })
+    })
 }
 
 fn compare_error(e: CompareError) -> Error {
@@ -46,7 +48,14 @@ pub enum Format {
 }
 
 /// `dbsweep compare SWEEP`.
-pub fn compare_cmd(root: &Path, sweep: &str, metric: Option<&str>, sort: bool, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+pub fn compare_cmd(
+    root: &Path,
+    sweep: &str,
+    metric: Option<&str>,
+    sort: bool,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let store = open(root)?;
     let c: Comparison = compare::compare(&store, sweep, metric, None).map_err(compare_error)?;
     let rows: Vec<&compare::Row> = if sort { c.sorted() } else { c.rows.iter().collect() };
@@ -75,7 +84,9 @@ pub fn compare_cmd(root: &Path, sweep: &str, metric: Option<&str>, sort: bool, f
         })
         .collect();
     if format == Format::Csv {
-        let quote = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        let quote = |s: &str| {
+            if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+        };
         for line in std::iter::once(&headers).chain(&cells) {
             writeln!(out, "{}", line.iter().map(|s| quote(s)).collect::<Vec<_>>().join(","))?;
         }
@@ -87,16 +98,29 @@ pub fn compare_cmd(root: &Path, sweep: &str, metric: Option<&str>, sort: bool, f
 }
 
 /// `dbsweep best SWEEP`.
-pub fn best_cmd(root: &Path, sweep: &str, metric: Option<&str>, goal: Option<&str>, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+pub fn best_cmd(
+    root: &Path,
+    sweep: &str,
+    metric: Option<&str>,
+    goal: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let store = open(root)?;
     let c = compare::compare(&store, sweep, metric, goal).map_err(compare_error)?;
-    let best = compare::best(&store, &c).map_err(compare_error)?
-        .ok_or_else(|| Error::Usage(format!("no run of sweep `{}` has both `{}` and a checkpoint", c.sweep_id, c.metric)))?;
+    let best = compare::best(&store, &c).map_err(compare_error)?.ok_or_else(|| {
+        Error::Usage(format!("no run of sweep `{}` has both `{}` and a checkpoint", c.sweep_id, c.metric))
+    })?;
     if json {
         return print_json(out, &best);
     }
     writeln!(out, "best run   {} ({} = {:.6} at step {})", best.run_id, c.metric, best.value, best.step)?;
-    writeln!(out, "checkpoint step {}: {}", best.checkpoint_step, root.join("runs").join(&best.run_id).join(&best.checkpoint_path).display())?;
+    writeln!(
+        out,
+        "checkpoint step {}: {}",
+        best.checkpoint_step,
+        root.join("runs").join(&best.run_id).join(&best.checkpoint_path).display()
+    )?;
     writeln!(out, "rule       {}", best.rule)?;
     Ok(())
 }
@@ -155,8 +179,9 @@ pub fn gc_cmd(root: &Path, sweep: &str, keep: &str, out: &mut dyn Write) -> Resu
             .reduce(|a, b| if (b.0 < a.0) == minimize && b.0 != a.0 { b } else { a })
             .map(|(_, step)| step);
         for ck in &checkpoints {
-            let protected =
-                Some(ck.step) == chosen || (keep_last && Some(ck.step) == last) || (keep_best && Some(ck.step) == own_best);
+            let protected = Some(ck.step) == chosen
+                || (keep_last && Some(ck.step) == last)
+                || (keep_best && Some(ck.step) == own_best);
             if protected {
                 continue;
             }
@@ -175,7 +200,14 @@ pub fn gc_cmd(root: &Path, sweep: &str, keep: &str, out: &mut dyn Write) -> Resu
 
 /// `dbsweep reproduce RUN_ID [--verify] [--allow-data-change]`: retrains a run from its stored
 /// configuration as a new, linked run; with `--verify`, compares every metric step by step.
-pub fn reproduce_cmd(root: &Path, run: &str, verify: bool, allow_data_change: bool, env: &[(String, String)], out: &mut dyn Write) -> Result<i32, Error> {
+pub fn reproduce_cmd(
+    root: &Path,
+    run: &str,
+    verify: bool,
+    allow_data_change: bool,
+    env: &[(String, String)],
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
     let mut store = open(root)?;
     let original = store.run(run)?;
     let config: crate::config::ExperimentConfig = serde_json::from_value(original.config.clone())
@@ -232,7 +264,10 @@ pub fn reproduce_cmd(root: &Path, run: &str, verify: bool, allow_data_change: bo
             Ok(crate::exit::OK)
         }
         Some((d, key, step)) => {
-            writeln!(out, "verify: differs; largest deviation {d:e} in {key} at step {step} ({compared} points compared)")?;
+            writeln!(
+                out,
+                "verify: differs; largest deviation {d:e} in {key} at step {step} ({compared} points compared)"
+            )?;
             Ok(crate::exit::FAILED)
         }
     }

@@ -64,7 +64,8 @@ pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(),
     let mode = args.attention_chunk.map_or(AttentionMode::Full, AttentionMode::Chunked);
     let (mut store, checkpoint) = if reference::is_reference(&args.model) {
         let db = root.join(crate::store::DB_FILE);
-        let store = Store::open_existing(&db)?.ok_or_else(|| Error::Usage(format!("--model {}: no lineage store at {}", args.model, db.display())))?;
+        let store = Store::open_existing(&db)?
+            .ok_or_else(|| Error::Usage(format!("--model {}: no lineage store at {}", args.model, db.display())))?;
         let r = reference::resolve(&store, root, &args.model).map_err(|e| Error::Usage(e.to_string()))?;
         (Some(store), Some(r))
     } else {
@@ -75,7 +76,8 @@ pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(),
     let model = StableDiffusion::load(&folder, &device, mode)?;
     if let Some(r) = &checkpoint {
         let text = r.folder.join("text_encoder.safetensors").exists().then_some(&model.text_vars);
-        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None).map_err(|e| Error::Usage(e.to_string()))?;
+        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         if let Some(rule) = &r.rule {
             writeln!(out, "using run {} at step {} ({rule})", r.run_id, r.step)?;
         }

@@ -67,7 +67,9 @@ pub enum CompareError {
 }
 
 fn gpus_of(device: Option<&str>) -> usize {
-    device.and_then(|d| d.split("CUDA_VISIBLE_DEVICES=").nth(1)).map_or(0, |list| list.trim_end_matches(')').split(',').count())
+    device
+        .and_then(|d| d.split("CUDA_VISIBLE_DEVICES=").nth(1))
+        .map_or(0, |list| list.trim_end_matches(')').split(',').count())
 }
 
 /// Compares the runs of sweep `key` (id or name) on `metric` (default: the sweep's metric,
@@ -152,7 +154,9 @@ pub fn best(store: &Store, comparison: &Comparison) -> Result<Option<Best>, Comp
     for row in comparison.sorted() {
         let (Some(value), Some(step)) = (row.best_value, row.best_step) else { continue };
         let checkpoints = store.checkpoints(&row.run_id)?;
-        let scored = checkpoints.iter().filter_map(|c| c.metrics.get(&comparison.metric).and_then(Value::as_f64).map(|v| (v, c)));
+        let scored = checkpoints
+            .iter()
+            .filter_map(|c| c.metrics.get(&comparison.metric).and_then(Value::as_f64).map(|v| (v, c)));
         let by_metric = scored.reduce(|a, b| if (b.0 < a.0) == minimize && b.0 != a.0 { b } else { a }).map(|(_, c)| c);
         let chosen = by_metric.or_else(|| checkpoints.iter().min_by_key(|c| (c.step - step).abs()));
         let Some(chosen) = chosen else { continue };

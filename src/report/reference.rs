@@ -59,7 +59,8 @@ pub fn resolve(store: &Store, root: &Path, text: &str) -> Result<CheckpointRef, 
         }
     };
     let stored = store.stored_run(&run_id).map_err(CompareError::from)?;
-    let config: ExperimentConfig = serde_json::from_str(&stored.config_json).map_err(|_| RefError::Config(run_id.clone()))?;
+    let config: ExperimentConfig =
+        serde_json::from_str(&stored.config_json).map_err(|_| RefError::Config(run_id.clone()))?;
     let checkpoints = store.checkpoints(&run_id).map_err(CompareError::from)?;
     let available = || {
         let steps: Vec<String> = checkpoints.iter().map(|c| c.step.to_string()).collect();
@@ -70,7 +71,11 @@ pub fn resolve(store: &Store, root: &Path, text: &str) -> Result<CheckpointRef, 
         Some(s) => s.parse::<i64>().ok().and_then(|n| checkpoints.iter().find(|c| c.step == n)),
     };
     let Some(chosen) = chosen else {
-        return Err(RefError::NoCheckpoint { run: run_id, step: step.unwrap_or_else(|| "latest".into()), available: available() });
+        return Err(RefError::NoCheckpoint {
+            run: run_id,
+            step: step.unwrap_or_else(|| "latest".into()),
+            available: available(),
+        });
     };
     let folder = root.join("runs").join(&run_id).join(&chosen.path);
     Ok(CheckpointRef { run_id, step: chosen.step, folder, config, rule })

@@ -37,7 +37,15 @@ impl Store {
             .optional()?;
         let Some((run_id, from, attempt)) = next else { return Ok(None) };
         let attempt = attempt + 1;
-        super::lifecycle::begin_attempt(&tx, &run_id, from, attempt, host, pid, &format!("attempt {attempt} claimed on {host}"))?;
+        super::lifecycle::begin_attempt(
+            &tx,
+            &run_id,
+            from,
+            attempt,
+            host,
+            pid,
+            &format!("attempt {attempt} claimed on {host}"),
+        )?;
         tx.commit()?;
         Ok(Some(Claim { run_id, attempt }))
     }

@@ -64,7 +64,9 @@ pub(super) fn begin_attempt(
         params![id, attempt, host, pid],
     )?;
     tx.execute(
-        &format!("INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"),
+        &format!(
+            "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, 'running', ?3)"
+        ),
         params![id, from, reason],
     )?;
     Ok(())
@@ -180,9 +182,9 @@ impl Store {
 
     /// The checkpoints of run `id`, oldest first.
     pub fn checkpoints(&self, id: &str) -> Result<Vec<CheckpointRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT step, path, sha256, size_bytes, metrics_json FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT step, path, sha256, size_bytes, metrics_json FROM checkpoints WHERE run_id = ?1 ORDER BY step",
+        )?;
         let rows = stmt.query_map([id], |r| {
             let metrics: String = r.get(4)?;
             Ok(CheckpointRow {
@@ -201,7 +203,8 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT to_status, julianday(at) * 86400.0 FROM run_events WHERE run_id = ?1 ORDER BY id",
         )?;
-        let events: Vec<(String, f64)> = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let events: Vec<(String, f64)> =
+            stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         let mut total = 0.0;
         let mut since: Option<f64> = None;
         for (status, at) in events {

@@ -172,10 +172,13 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let code_id = code_version_id(&tx, code)?;
         let (hash, config, seed): (String, String, i64) = tx
-            .query_row("SELECT config_hash, config_json, seed FROM runs WHERE id = ?1", [original], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("SELECT config_hash, config_json, seed FROM runs WHERE id = ?1", [original], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?
             .ok_or_else(|| StoreError::NotFound { what: "run", id: original.into(), hint: None })?;
-        let copies: i64 = tx.query_row("SELECT COUNT(*) FROM runs WHERE reproduced_from = ?1", [original], |r| r.get(0))?;
+        let copies: i64 =
+            tx.query_row("SELECT COUNT(*) FROM runs WHERE reproduced_from = ?1", [original], |r| r.get(0))?;
         let mut hex = MIN_HEX;
         let id = loop {
             let id = run_id(ConfigHash::of(&format!("{hash}#reproduce-{original}-{copies}")), hex);

@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use crate::Env;
 
 const SHORT: [&str; 8] = [
-    "--set", "train.max_train_steps=4",
-    "--set", "validation.every_steps=2",
-    "--set", "checkpoint.every_steps=2",
-    "--set", "checkpoint.total_limit=3",
+    "--set",
+    "train.max_train_steps=4",
+    "--set",
+    "validation.every_steps=2",
+    "--set",
+    "checkpoint.every_steps=2",
+    "--set",
+    "checkpoint.total_limit=3",
 ];
 
 fn ran_grid() -> Env {
@@ -39,18 +43,38 @@ fn compare_best_and_sampling_the_best_checkpoint() {
     assert_eq!(best["run_id"], rows[0]["run_id"]);
     assert_eq!(best["value"].as_f64().unwrap(), bests[0]);
     assert!(best["rule"].as_str().unwrap().contains("lowest val/loss"));
-    let folder = env.root().join("runs").join(best["run_id"].as_str().unwrap()).join(best["checkpoint_path"].as_str().unwrap());
+    let folder =
+        env.root().join("runs").join(best["run_id"].as_str().unwrap()).join(best["checkpoint_path"].as_str().unwrap());
     assert!(folder.join("unet.safetensors").exists());
 
     let out = env.root().join("best-samples");
-    let printed = env.ok(&["sample", "--model", "best:lr_grid", "--prompt", "a photo of sks dog", "--steps", "3", "--out", out.to_str().unwrap()]);
+    let printed = env.ok(&[
+        "sample",
+        "--model",
+        "best:lr_grid",
+        "--prompt",
+        "a photo of sks dog",
+        "--steps",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(printed.contains("using run") && out.join("sample-00-seed0.png").exists(), "{printed}");
     let rec = env.json(&["show", best["run_id"].as_str().unwrap(), "--json"]);
-    assert!(rec["artifacts"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().ends_with("best-samples/sample-00-seed0.png")));
+    assert!(
+        rec["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().ends_with("best-samples/sample-00-seed0.png"))
+    );
     // A fine-tuned checkpoint samples differently from the base model with the same seed.
     let base = env.root().join("base-samples");
     env.ok(&["sample", "--prompt", "a photo of sks dog", "--steps", "3", "--out", base.to_str().unwrap()]);
-    assert_ne!(std::fs::read(out.join("sample-00-seed0.png")).unwrap(), std::fs::read(base.join("sample-00-seed0.png")).unwrap());
+    assert_ne!(
+        std::fs::read(out.join("sample-00-seed0.png")).unwrap(),
+        std::fs::read(base.join("sample-00-seed0.png")).unwrap()
+    );
 }
 
 #[test]
@@ -80,7 +104,16 @@ fn reproduce_verifies_identical_series_and_refuses_changed_data() {
         std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
     }
     let set = format!("data.instance_dir={}", data.display());
-    let out = env.ok(&["train", "sweeps/base/tiny.yaml", "--set", &set, "--set", "train.max_train_steps=4", "--set", "validation.every_steps=2"]);
+    let out = env.ok(&[
+        "train",
+        "sweeps/base/tiny.yaml",
+        "--set",
+        &set,
+        "--set",
+        "train.max_train_steps=4",
+        "--set",
+        "validation.every_steps=2",
+    ]);
     let id = out.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
     let out = env.ok(&["reproduce", &id, "--verify"]);
     assert!(out.contains("verify: identical"), "{out}");
@@ -104,14 +137,30 @@ fn export_writes_a_diffusers_folder_that_loads_bit_exactly() {
     let out = env.root().join("export");
     env.ok(&["export", &format!("{id}@4"), "--format", "diffusers", out.to_str().unwrap()]);
     for file in [
-        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
-        "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors",
-        "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json",
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
     ] {
         assert!(out.join(file).exists(), "missing {file}");
     }
-    let model = dbsweep::model::pipeline::StableDiffusion::load(&out, &candle_core::Device::Cpu, dbsweep::model::attention::AttentionMode::Full).unwrap();
-    let ckpt = candle_core::safetensors::load(env.root().join("runs").join(&id).join("checkpoints/step-00000004/unet.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let model = dbsweep::model::pipeline::StableDiffusion::load(
+        &out,
+        &candle_core::Device::Cpu,
+        dbsweep::model::attention::AttentionMode::Full,
+    )
+    .unwrap();
+    let ckpt = candle_core::safetensors::load(
+        env.root().join("runs").join(&id).join("checkpoints/step-00000004/unet.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let vars = model.unet_vars.data().lock().unwrap();
     assert_eq!(vars.len(), ckpt.len());
     for (name, tensor) in &ckpt {
@@ -131,14 +180,20 @@ fn tensorboard_command_and_gc() {
     assert_eq!(entries.len(), 8);
     for e in entries {
         let (name, path) = e.split_once(':').unwrap();
-        assert!(name.contains("learning_rate=") && name.contains("prior_loss_weight=") && std::path::Path::new(path).exists(), "{e}");
+        assert!(
+            name.contains("learning_rate=")
+                && name.contains("prior_loss_weight=")
+                && std::path::Path::new(path).exists(),
+            "{e}"
+        );
     }
     let best = env.json(&["best", "lr_grid", "--json"]);
     let before: usize = env.json(&["compare", "lr_grid", "--json"])["rows"].as_array().unwrap().len();
     assert_eq!(before, 8);
     let out = env.ok(&["gc", "lr_grid", "--keep", "last"]);
     assert!(out.starts_with("removed ") && out.contains("freed"), "{out}");
-    let best_folder = env.root().join("runs").join(best["run_id"].as_str().unwrap()).join(best["checkpoint_path"].as_str().unwrap());
+    let best_folder =
+        env.root().join("runs").join(best["run_id"].as_str().unwrap()).join(best["checkpoint_path"].as_str().unwrap());
     assert!(best_folder.exists(), "gc never deletes the checkpoint best returns");
     let after = env.json(&["best", "lr_grid", "--json"]);
     assert_eq!(after["checkpoint_path"], best["checkpoint_path"]);
