@@ -198,3 +198,21 @@ fn tensorboard_command_and_gc() {
     let after = env.json(&["best", "lr_grid", "--json"]);
     assert_eq!(after["checkpoint_path"], best["checkpoint_path"]);
 }
+
+#[test]
+fn dashboard_of_the_shipped_grid_shows_every_run_and_one_grid_per_epochs_value() {
+    let env = ran_grid();
+    let file = env.root().join("lr_grid.html");
+    let printed = env.ok(&["dashboard", "lr_grid", "--out", file.to_str().unwrap()]);
+    let best = env.json(&["best", "lr_grid", "--json"]);
+    assert!(printed.contains(best["run_id"].as_str().unwrap()), "the best run is named: {printed}");
+    let html = std::fs::read_to_string(&file).unwrap();
+    for row in env.json(&["compare", "lr_grid", "--json"])["rows"].as_array().unwrap() {
+        assert!(html.contains(row["run_id"].as_str().unwrap()));
+    }
+    assert!(html.contains("train.epochs = 2") && html.contains("train.epochs = 4"), "one image grid per epochs value");
+    assert_eq!(html.matches("data:image/png;base64,").count(), 8, "each run's latest validation sample");
+    for network in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(network), "self-contained: found {network}");
+    }
+}
