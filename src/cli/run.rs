@@ -8,23 +8,34 @@ use std::time::Duration;
 
 use super::{Error, SweepArgs, print_json, table};
 use crate::exit;
+use crate::scheduler::slurm::{self as slurm_backend, SlurmOptions};
 use crate::scheduler::{self, Event, GpuSelection, RunOptions, gpus, slots};
 use crate::store::{CodeVersion, Store};
 use crate::sweep::{self, Plan};
 
+/// Where runs train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// This machine: one child process per run on GPU or CPU slots.
+    Local,
+    /// A Slurm cluster: one batch job per run (`sbatch`), the output root on a shared filesystem.
+    Slurm,
+}
+
 /// Scheduling options shared by `run` and `resume`.
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
-    /// GPUs to use: `all`, `none` (CPU slots) or indices like `0,2`.
+    /// GPUs to use (local backend): `all`, `none` (CPU slots) or indices like `0,2`.
     #[arg(long, default_value = "all")]
     pub gpus: GpuSelection,
     /// GPUs given to each run.
     #[arg(long, default_value_t = 1)]
     pub gpus_per_run: usize,
-    /// Runs sharing one GPU.
+    /// Runs sharing one GPU (local backend).
     #[arg(long, default_value_t = 1)]
     pub runs_per_gpu: usize,
-    /// Most runs at once (CPU slots: default 1; cores are split between slots).
+    /// Most runs at once (CPU slots: default 1, cores are split between slots; Slurm: jobs in
+    /// flight, default all, Slurm queues them).
     #[arg(long)]
     pub max_parallel: Option<usize>,
     /// Retries of a failed run, each resuming from its last checkpoint.
@@ -36,6 +47,24 @@ pub struct ScheduleArgs {
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Where runs train: `local` (this machine) or `slurm` (one `sbatch` job per run).
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    pub backend: Backend,
+    /// Slurm: the partition to submit to.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm: generic resources per run, e.g. `gpu:2` or `gpu:a100:1`; `none` for none
+    /// [default: gpu:<gpus-per-run>].
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// Slurm: time limit per job, e.g. `4:00:00` (a job that reaches it fails and is retried from
+    /// its checkpoint).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Slurm: one more `sbatch` argument, e.g. `--slurm-arg=--account=lab` (repeatable; placed
+    /// after dbsweep's own, so it can override them).
+    #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub slurm_args: Vec<String>,
 }
 
 fn cores() -> usize {
@@ -65,13 +94,17 @@ fn schedule(
     root: &Path,
     out: &mut dyn Write,
 ) -> Result<i32, Error> {
-    let gpu_indices: Vec<u32> = match &args.gpus {
-        GpuSelection::None => Vec::new(),
-        GpuSelection::List(list) => list.clone(),
-        GpuSelection::All => gpus::discover(env).map_err(Error::Usage)?.iter().map(|g| g.index).collect(),
-    };
-    let slots = slots::plan(&gpu_indices, args.gpus_per_run, args.runs_per_gpu, args.max_parallel, cores())
-        .map_err(Error::Usage)?;
+    if args.backend == Backend::Local {
+        let slurm_only = [
+            ("--partition", args.partition.is_some()),
+            ("--gres", args.gres.is_some()),
+            ("--time", args.time.is_some()),
+            ("--slurm-arg", !args.slurm_args.is_empty()),
+        ];
+        if let Some((flag, _)) = slurm_only.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!("{flag} applies to `--backend slurm`")));
+        }
+    }
     let opts = RunOptions {
         exe: std::env::current_exe().map_err(Error::Output)?,
         root: root.to_path_buf(),
@@ -89,7 +122,22 @@ fn schedule(
             write_err.get_or_insert(e);
         }
     };
-    let summary = scheduler::run(store, sweep_id, &slots, &opts, &stop, &mut report)?;
+    let summary = match args.backend {
+        Backend::Local => {
+            let gpu_indices: Vec<u32> = match &args.gpus {
+                GpuSelection::None => Vec::new(),
+                GpuSelection::List(list) => list.clone(),
+                GpuSelection::All => gpus::discover(env).map_err(Error::Usage)?.iter().map(|g| g.index).collect(),
+            };
+            let slots = slots::plan(&gpu_indices, args.gpus_per_run, args.runs_per_gpu, args.max_parallel, cores())
+                .map_err(Error::Usage)?;
+            scheduler::run(store, sweep_id, &slots, &opts, &stop, &mut report)?
+        }
+        Backend::Slurm => {
+            let slurm = slurm_options(args, env, opts)?;
+            slurm_backend::run(store, sweep_id, &slurm, &stop, &mut report)?
+        }
+    };
     if let Some(e) = write_err {
         return Err(Error::Output(e));
     }
@@ -100,6 +148,40 @@ fn schedule(
     } else {
         exit::OK
     })
+}
+
+/// The Slurm backend's options from the flags and `SLURM_CONF`.
+fn slurm_options(args: &ScheduleArgs, env: &[(String, String)], run: RunOptions) -> Result<SlurmOptions, Error> {
+    if args.gpus_per_run == 0 {
+        return Err(Error::Usage("--gpus-per-run must be at least 1 (use `--gres none` for jobs without GPUs)".into()));
+    }
+    let gres = match args.gres.as_deref().map(str::trim) {
+        None => Some(format!("gpu:{}", args.gpus_per_run)),
+        Some("none") => None,
+        Some(g) if g.is_empty() || g.contains(char::is_whitespace) => {
+            return Err(Error::Usage(format!("--gres `{g}`: expected e.g. gpu:1, gpu:a100:2 or none")));
+        }
+        Some(g) => Some(g.to_string()),
+    };
+    for (flag, value) in [("--partition", &args.partition), ("--time", &args.time)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace)) {
+            return Err(Error::Usage(format!("{flag}: expected one word, got `{}`", value.as_deref().unwrap_or(""))));
+        }
+    }
+    let mut opts = SlurmOptions::new(run);
+    // Jobs find the root by this path (on other nodes, from another folder): make it absolute.
+    opts.run.root = std::path::absolute(&opts.run.root).map_err(Error::Output)?;
+    opts.max_parallel = args.max_parallel;
+    opts.gres = gres;
+    opts.partition = args.partition.clone();
+    opts.time = args.time.clone();
+    opts.extra_args = args.slurm_args.clone();
+    opts.slurm_conf = env.iter().find(|(k, _)| k == "SLURM_CONF").map(|(_, v)| v.into());
+    // Slurm's commands retry a missing configuration file for a minute before they fail.
+    if let Some(conf) = opts.slurm_conf.as_ref().filter(|c| !c.is_file()) {
+        return Err(Error::Usage(format!("SLURM_CONF is `{}`, which is not a file", conf.display())));
+    }
+    Ok(opts)
 }
 
 /// `dbsweep run SWEEP.yaml`: registers the sweep (reusing finished runs) and runs it.

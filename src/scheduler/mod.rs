@@ -6,6 +6,7 @@ pub mod events;
 pub mod gpus;
 pub mod runner;
 pub mod slots;
+pub mod slurm;
 
 pub use events::Event;
 pub use runner::{RunOptions, StopCount, Summary, run};
