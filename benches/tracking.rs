@@ -29,7 +29,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
     // The store needs a run row for the foreign key: register a one-point sweep.
-    let spec = dbsweep::sweep::parse(dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
+    let spec = dbsweep::sweep::parse(
+        dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {value: 1}}\n").unwrap(),
+    )
+    .unwrap();
     let plan = dbsweep::sweep::Plan::build(spec, Vec::new(), &[]).unwrap();
     let run = store.register(&plan, &dbsweep::store::CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
     let run_dir = dir.path().join("run");

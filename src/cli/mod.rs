@@ -74,7 +74,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Register a sweep file's runs and train them all on this machine's GPUs or CPU slots.
+    /// Register a sweep file's runs and train them all (GPU or CPU slots here, or Slurm jobs).
     Run {
         /// The sweep.
         #[command(flatten)]
