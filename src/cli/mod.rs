@@ -2,6 +2,7 @@
 //! call the library, and print; they hold no logic of their own.
 
 mod dashboard;
+mod live;
 mod ls;
 mod plan;
 mod report;

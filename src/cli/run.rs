@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::io::IsTerminal;
+
+use super::live::{Mode, View};
 use super::{Error, SweepArgs, print_json, table};
 use crate::exit;
 use crate::scheduler::slurm::{self as slurm_backend, SlurmOptions};
@@ -116,9 +119,18 @@ fn schedule(
     };
     let stop = stop_counter()?;
     let mut write_err = None;
+    let mode = if args.json {
+        Mode::Json
+    } else if std::io::stdout().is_terminal() {
+        Mode::Live
+    } else {
+        Mode::Plain
+    };
+    let rows = store.sweep_runs(sweep_id)?;
+    let finished = rows.iter().filter(|r| r.status == crate::store::RunStatus::Finished).count();
+    let mut view = View::new(mode, rows.len(), finished);
     let mut report = |event: Event| {
-        let line = if args.json { serde_json::to_string(&event).expect("event serializes") } else { event.line() };
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if let Err(e) = view.show(&event, out) {
             write_err.get_or_insert(e);
         }
     };

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use super::Error;
 use crate::config::{ExperimentConfig, Layers, yaml};
 use crate::exit;
+use crate::scheduler::events::PROGRESS_PREFIX;
 use crate::store::{CodeVersion, RunStatus, Store};
 use crate::tracking::EndStatus;
 use crate::train::trainer::{TrainJob, train as train_run};
@@ -122,7 +123,7 @@ pub fn execute(
     };
     let run_dir = root.join("runs").join(&run_id);
     writeln!(out, "run {run_id}: attempt {attempt}, folder {}", run_dir.display())?;
-    let job = TrainJob {
+    let mut job = TrainJob {
         run_id: run_id.clone(),
         attempt,
         config,
@@ -132,8 +133,10 @@ pub fn execute(
         stop,
         env: env.to_vec(),
         sweep_id: store.run(&run_id)?.sweeps.first().map(|s| s.sweep_id.clone()),
+        // One line per step on stderr: the terminal, or the run's log that a scheduler reads.
+        progress: Box::new(|step, total, loss| eprintln!("{PROGRESS_PREFIX} {step}/{total} loss {loss:.6}")),
     };
-    match train_run(&job, store) {
+    match train_run(&mut job, store) {
         Ok(outcome) => {
             let (status, code) = match outcome.status {
                 EndStatus::Success => (RunStatus::Finished, exit::OK),

@@ -3,6 +3,10 @@
 
 use serde::Serialize;
 
+/// Prefix of the per-step progress lines a training process prints on stderr
+/// (`progress step 12/40 loss 0.123456`), which the scheduler reads from its log.
+pub const PROGRESS_PREFIX: &str = "progress step";
+
 /// One thing that happened while running a sweep.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -36,6 +40,21 @@ pub enum Event {
         /// Seconds the process ran.
         seconds: f64,
     },
+    /// Where a running run is (about once a second per run).
+    Progress {
+        /// Run id.
+        run: String,
+        /// Its slot.
+        slot: String,
+        /// Optimiser steps done.
+        step: u64,
+        /// Total steps.
+        total: u64,
+        /// Loss of the last step.
+        loss: f64,
+        /// Seconds left at the rate seen so far, once known.
+        eta_seconds: Option<f64>,
+    },
     /// The scheduler stops launching runs.
     Stopping {
         /// Why.
@@ -64,6 +83,10 @@ impl Event {
             }
             Event::Ended { run, attempt, status, exit_code, seconds } => {
                 format!("{status:<8} {run} (attempt {attempt}) exit {exit_code} after {seconds:.1}s")
+            }
+            Event::Progress { run, slot, step, total, loss, eta_seconds } => {
+                let eta = eta_seconds.map_or("-".into(), |s| format!("{s:.0}s"));
+                format!("{run:<24} {slot:<10} step {step:>6}/{total:<6} loss {loss:<9.5} eta {eta}")
             }
             Event::Stopping { reason } => format!("stopping: {reason}"),
             Event::Done { finished, failed, remaining } => {

@@ -57,6 +57,9 @@ pub struct Summary {
 
 struct Active {
     slot: usize,
+    /// First progress seen (time, step) and the last step reported.
+    first_progress: Option<(Instant, u64)>,
+    reported_step: u64,
     child: Child,
     run: String,
     attempt: u32,
@@ -76,6 +79,21 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(-(pid as libc::pid_t), signal);
     }
+}
+
+/// The last progress line of a run's log: (step, total, loss).
+fn last_progress(log: &Path) -> Option<(u64, u64, f64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let line = text.lines().rev().find_map(|l| l.strip_prefix(super::events::PROGRESS_PREFIX))?;
+    let mut parts = line.split_whitespace();
+    let (step, total) = parts.next()?.split_once('/')?;
+    let loss = parts.nth(1)?.parse().ok()?;
+    Some((step.parse().ok()?, total.parse().ok()?, loss))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -121,6 +139,7 @@ pub fn run(
     let mut forwarded = 0;
     let mut immediate_failures = 0;
     let mut failed_for_good = 0;
+    let mut last_report = Instant::now();
     loop {
         let stops = stop.load(Ordering::SeqCst);
         if stops > forwarded {
@@ -148,6 +167,8 @@ pub fn run(
                     });
                     active.push(Active {
                         slot,
+                        first_progress: None,
+                        reported_step: 0,
                         child,
                         run: claim.run_id,
                         attempt: claim.attempt,
@@ -170,6 +191,27 @@ pub fn run(
         }
         if active.is_empty() {
             break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            for a in &mut active {
+                let Some((step, total, loss)) = last_progress(&a.log) else { continue };
+                if step == a.reported_step {
+                    continue;
+                }
+                a.reported_step = step;
+                let (t0, s0) = *a.first_progress.get_or_insert((Instant::now(), step));
+                let eta_seconds =
+                    (step > s0).then(|| t0.elapsed().as_secs_f64() / (step - s0) as f64 * (total - step) as f64);
+                report(Event::Progress {
+                    run: a.run.clone(),
+                    slot: slots[a.slot].to_string(),
+                    step,
+                    total,
+                    loss,
+                    eta_seconds,
+                });
+            }
         }
         let mut i = 0;
         while i < active.len() {

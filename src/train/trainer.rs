@@ -103,6 +103,8 @@ pub struct TrainJob {
     pub env: Vec<(String, String)>,
     /// The sweep the run belongs to (W&B's group), if any.
     pub sweep_id: Option<String>,
+    /// Called after every optimiser step with (step, total steps, loss).
+    pub progress: Box<dyn FnMut(u64, u64, f64)>,
 }
 
 /// How training ended.
@@ -163,7 +165,7 @@ impl Sinks<'_> {
 }
 
 /// Trains `job` to the end (or until stopped), resuming from its newest valid checkpoint.
-pub fn train(job: &TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainError> {
+pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainError> {
     let cfg = &job.config;
     let device = Device::Cpu;
     let mode = match cfg.model.attention {
@@ -444,6 +446,7 @@ pub fn train(job: &TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainErr
         ] {
             sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
         }
+        (job.progress)(step, total, loss_sum);
         if crash_at == Some(step) && job.attempt == 1 {
             // Test hook: the first attempt dies like kill -9 (no flush, no cleanup) after this step.
             std::process::abort();

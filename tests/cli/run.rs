@@ -184,3 +184,19 @@ fn ctrl_c_stops_launching_checkpoints_children_and_resume_finishes() {
     assert!(out.contains("sweep done: 3 finished"), "{out}");
     assert_each_point_once(&env, 60);
 }
+
+#[test]
+fn json_events_report_each_runs_progress() {
+    let env = Env::new();
+    let file = sweep(&env, 1, 40);
+    let out = env.ok(&["run", &file, "--gpus", "none", "--json"]);
+    let progress: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "progress")
+        .collect();
+    assert!(!progress.is_empty(), "{out}");
+    let steps: Vec<u64> = progress.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]) && steps.iter().all(|&s| s <= 40), "{steps:?}");
+    assert!(progress.iter().all(|p| p["total"] == 40 && p["loss"].as_f64().unwrap().is_finite()));
+}
