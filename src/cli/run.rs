@@ -89,6 +89,22 @@ fn stop_counter() -> Result<Arc<AtomicUsize>, Error> {
     Ok(count)
 }
 
+/// The sweep's early-termination rule and metric, read back from the sweep file as stored.
+fn early_termination(store: &Store, sweep_id: &str) -> Result<Option<(sweep::Hyperband, String)>, Error> {
+    let summary = store.sweep(sweep_id)?;
+    let doc = crate::config::yaml::YamlDoc {
+        value: store.sweep_spec(sweep_id)?,
+        map: crate::config::SourceMap::new(Path::new(&summary.file)),
+    };
+    let spec = sweep::parse(doc)?;
+    Ok(match (spec.early_terminate, spec.metric) {
+        (Some(rule), Some(metric)) => {
+            Some((sweep::Hyperband { rule, minimize: metric.goal == sweep::Goal::Minimize }, metric.name))
+        }
+        _ => None,
+    })
+}
+
 fn schedule(
     store: &mut Store,
     sweep_id: &str,
@@ -116,6 +132,7 @@ fn schedule(
         fail_fast: args.fail_fast,
         immediate_failure: Duration::from_secs(10),
         max_immediate_failures: 3,
+        early: early_termination(store, sweep_id)?,
     };
     let stop = stop_counter()?;
     let mut write_err = None;

@@ -55,6 +55,15 @@ pub enum Event {
         /// Seconds left at the rate seen so far, once known.
         eta_seconds: Option<f64>,
     },
+    /// Early termination stops a run that fell behind at a rung.
+    EarlyStop {
+        /// Run id.
+        run: String,
+        /// The rung (reports of the metric).
+        rung: usize,
+        /// The metric.
+        metric: String,
+    },
     /// The scheduler stops launching runs.
     Stopping {
         /// Why.
@@ -64,6 +73,9 @@ pub enum Event {
     Done {
         /// Runs finished.
         finished: usize,
+        /// Runs stopped early.
+        #[serde(default)]
+        stopped: usize,
         /// Runs failed for good.
         failed: usize,
         /// Runs left interrupted or pending.
@@ -88,9 +100,13 @@ impl Event {
                 let eta = eta_seconds.map_or("-".into(), |s| format!("{s:.0}s"));
                 format!("{run:<24} {slot:<10} step {step:>6}/{total:<6} loss {loss:<9.5} eta {eta}")
             }
+            Event::EarlyStop { run, rung, metric } => {
+                format!("early stop {run}: not among the best at report {rung} of {metric}")
+            }
             Event::Stopping { reason } => format!("stopping: {reason}"),
-            Event::Done { finished, failed, remaining } => {
-                format!("sweep done: {finished} finished, {failed} failed, {remaining} remaining")
+            Event::Done { finished, stopped, failed, remaining } => {
+                let stopped = if *stopped > 0 { format!(", {stopped} stopped early") } else { String::new() };
+                format!("sweep done: {finished} finished{stopped}, {failed} failed, {remaining} remaining")
             }
         }
     }

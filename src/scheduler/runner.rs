@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::events::Event;
 use super::slots::Slot;
 use crate::store::{RunStatus, Store, StoreError};
+use crate::sweep::Hyperband;
 
 /// Scheduler settings.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub immediate_failure: Duration,
     /// This many immediate failures in a row stop the sweep.
     pub max_immediate_failures: usize,
+    /// Early termination and the metric it ranks runs by.
+    pub early: Option<(Hyperband, String)>,
 }
 
 /// Stop requests: the number of signals received so far (Ctrl-C, SIGTERM).
@@ -47,6 +50,8 @@ pub type StopCount = Arc<AtomicUsize>;
 pub struct Summary {
     /// Runs finished.
     pub finished: usize,
+    /// Runs stopped early.
+    pub stopped: usize,
     /// Runs failed for good.
     pub failed: usize,
     /// Runs not finished (interrupted or pending).
@@ -66,6 +71,8 @@ struct Active {
     started: Instant,
     log: PathBuf,
     checkpoint_before: Option<i64>,
+    /// The rung at which early termination stopped it.
+    early_stop: Option<usize>,
 }
 
 fn alive(pid: u32) -> bool {
@@ -175,6 +182,7 @@ pub fn run(
                         started: Instant::now(),
                         log,
                         checkpoint_before,
+                        early_stop: None,
                     });
                 }
                 Err(e) => {
@@ -194,6 +202,22 @@ pub fn run(
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
+            if let Some((rule, metric)) = &opts.early {
+                let all: Vec<String> = store.sweep_runs(sweep_id)?.into_iter().map(|r| r.id).collect();
+                let series = |id: &str| -> Result<Vec<f64>, StoreError> {
+                    Ok(store.metric_series(id, metric)?.into_iter().map(|p| p.1).collect())
+                };
+                for a in active.iter_mut().filter(|a| a.early_stop.is_none()) {
+                    let mine = series(&a.run)?;
+                    let others =
+                        all.iter().filter(|id| **id != a.run).map(|id| series(id)).collect::<Result<Vec<_>, _>>()?;
+                    if let Some(rung) = rule.stop_at(&mine, &others) {
+                        a.early_stop = Some(rung);
+                        signal_group(a.child.id(), libc::SIGINT);
+                        report(Event::EarlyStop { run: a.run.clone(), rung, metric: metric.clone() });
+                    }
+                }
+            }
             for a in &mut active {
                 let Some((step, total, loss)) = last_progress(&a.log) else { continue };
                 if step == a.reported_step {
@@ -224,10 +248,15 @@ pub fn run(
                 .code()
                 .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
             let seconds = a.started.elapsed().as_secs_f64();
-            let status_name = match code {
-                0 => "finished",
-                130 => "interrupted",
-                _ => {
+            let status_name = match (code, a.early_stop) {
+                (0, _) => "finished",
+                (130, Some(rung)) => {
+                    let reason = format!("early termination: not among the best at report {rung} of the sweep metric");
+                    store.end_attempt(&a.run, RunStatus::Stopped, code, Some(&reason))?;
+                    "stopped"
+                }
+                (130, None) => "interrupted",
+                (_, _) => {
                     let reason = store.run(&a.run)?.error.unwrap_or_else(|| format!("exit code {code}"));
                     let message = format!("{reason}\nlast lines of {}:\n{}", a.log.display(), tail(&a.log, 20));
                     store.end_attempt(&a.run, RunStatus::Failed, code, Some(&message))?;
@@ -269,12 +298,14 @@ pub fn run(
     }
     let rows = store.sweep_runs(sweep_id)?;
     let finished = rows.iter().filter(|r| r.status == RunStatus::Finished).count();
+    let stopped = rows.iter().filter(|r| r.status == RunStatus::Stopped).count();
     let summary = Summary {
         finished,
+        stopped,
         failed: failed_for_good,
-        remaining: rows.len() - finished - failed_for_good,
+        remaining: rows.len() - finished - stopped - failed_for_good,
         interrupted: stop.load(Ordering::SeqCst) > 0,
     };
-    report(Event::Done { finished: summary.finished, failed: summary.failed, remaining: summary.remaining });
+    report(Event::Done { finished: summary.finished, stopped, failed: summary.failed, remaining: summary.remaining });
     Ok(summary)
 }

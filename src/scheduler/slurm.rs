@@ -502,15 +502,17 @@ pub fn run(
     let summary = |store: &Store, failed: usize| -> Result<Summary, StoreError> {
         let rows = store.sweep_runs(sweep_id)?;
         let finished = rows.iter().filter(|r| r.status == RunStatus::Finished).count();
+        let stopped = rows.iter().filter(|r| r.status == RunStatus::Stopped).count();
         Ok(Summary {
             finished,
+            stopped,
             failed,
-            remaining: rows.len() - finished - failed,
+            remaining: rows.len() - finished - stopped - failed,
             interrupted: stop.load(Ordering::SeqCst) > 0,
         })
     };
     let done = |report: &mut dyn FnMut(Event), s: Summary| {
-        report(Event::Done { finished: s.finished, failed: s.failed, remaining: s.remaining });
+        report(Event::Done { finished: s.finished, stopped: s.stopped, failed: s.failed, remaining: s.remaining });
         Ok(s)
     };
 
@@ -822,6 +824,7 @@ mod tests {
             fail_fast: false,
             immediate_failure: Duration::from_secs(10),
             max_immediate_failures: 3,
+            early: None,
         });
         opts.partition = Some("gpu".into());
         opts.time = Some("1:00:00".into());

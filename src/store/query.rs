@@ -200,6 +200,13 @@ impl Store {
         Err(StoreError::NotFound { what: "sweep", id: key.into(), hint: suggest(key, names) })
     }
 
+    /// The sweep file of sweep `sweep_id` as it was parsed at submission.
+    pub fn sweep_spec(&self, sweep_id: &str) -> Result<Value, StoreError> {
+        let text: String =
+            self.conn.query_row("SELECT spec_json FROM sweeps WHERE id = ?1", [sweep_id], |r| r.get(0))?;
+        json(text, "sweep file")
+    }
+
     /// The runs of sweep `sweep_id`, in expansion order.
     pub fn sweep_runs(&self, sweep_id: &str) -> Result<Vec<RunRow>, StoreError> {
         let mut stmt = self.conn.prepare(

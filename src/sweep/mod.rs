@@ -5,14 +5,16 @@
 //! and seed always expand to the same runs in the same order.
 
 mod canonical;
+mod early;
 mod plan;
 mod run_id;
 mod sample;
 mod spec;
 
+pub use early::Hyperband;
 pub use plan::{MAX_POINTS, Plan, PlannedRun};
 pub use run_id::{ConfigHash, MIN_HEX, looks_like_run_id, run_id};
-pub use spec::{Domain, Goal, Located, Method, Metric, Parameter, SweepSpec, load, parse};
+pub use spec::{Domain, EarlyTerminate, Goal, Located, Method, Metric, Parameter, SweepSpec, load, parse};
 
 #[cfg(test)]
 mod tests;

@@ -129,6 +129,16 @@ pub struct Parameter {
     pub domain: Domain,
 }
 
+/// Early termination with W&B's hyperband form: rungs at `min_iter * eta^k` reports of the
+/// sweep metric; at each rung a run outside the best `1/eta` of the runs that reached it stops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyTerminate {
+    /// Metric reports before the first rung.
+    pub min_iter: u64,
+    /// Keep the best 1/eta at each rung.
+    pub eta: u64,
+}
+
 /// A parsed sweep file, before its settings are resolved against the config schema.
 #[derive(Clone, Debug)]
 pub struct SweepSpec {
@@ -148,14 +158,16 @@ pub struct SweepSpec {
     pub run_cap: Option<u64>,
     /// Seed of random search.
     pub seed: u64,
+    /// Early termination, if declared.
+    pub early_terminate: Option<EarlyTerminate>,
     /// Swept parameters, in file order.
     pub parameters: Vec<Parameter>,
     /// The whole parsed file (its `base:` mapping is a config layer).
     pub doc: yaml::YamlDoc,
 }
 
-const TOP_KEYS: [&str; 9] =
-    ["name", "description", "extends", "base", "method", "metric", "parameters", "run_cap", "seed"];
+const TOP_KEYS: [&str; 10] =
+    ["name", "description", "extends", "base", "method", "metric", "parameters", "run_cap", "seed", "early_terminate"];
 const PARAM_KEYS: [&str; 7] = ["value", "values", "distribution", "min", "max", "q", "probabilities"];
 const DISTRIBUTIONS: [&str; 5] = ["categorical", "uniform", "log_uniform_values", "int_uniform", "q_uniform"];
 
@@ -200,6 +212,10 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
     let metric = top.get("metric").and_then(|m| r.metric(m));
     let run_cap = r.positive_int(top, "run_cap");
     let seed = r.int(top, "seed").map(|s| s as u64).unwrap_or(0);
+    let early_terminate = top.get("early_terminate").and_then(|e| r.early_terminate(e));
+    if early_terminate.is_some() && metric.is_none() {
+        r.missing(&[] as &[&str], "`metric:` (early termination ranks runs by it)");
+    }
     if let Some(v) = top.get("base").filter(|v| !v.is_object() && !v.is_null()) {
         r.invalid(&["base"], "a mapping of settings", v);
     }
@@ -214,8 +230,19 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
     if method == Method::Random && run_cap.is_none() {
         r.missing(&[] as &[&str], "`run_cap:` (random search needs a number of runs)");
     }
-    let spec =
-        SweepSpec { file, name, description, extends, method, metric, run_cap, seed, parameters, doc: doc.clone() };
+    let spec = SweepSpec {
+        file,
+        name,
+        description,
+        extends,
+        method,
+        metric,
+        run_cap,
+        seed,
+        early_terminate,
+        parameters,
+        doc: doc.clone(),
+    };
     ConfigError::check(r.problems, spec)
 }
 
@@ -288,6 +315,36 @@ impl Reader<'_> {
             return None;
         }
         Some(n as u64)
+    }
+
+    fn early_terminate(&mut self, e: &Value) -> Option<EarlyTerminate> {
+        let Some(obj) = e.as_object() else {
+            self.invalid(&["early_terminate"], "a mapping such as {type: hyperband, min_iter: 3, eta: 3}", e);
+            return None;
+        };
+        const KEYS: [&str; 3] = ["type", "min_iter", "eta"];
+        for key in obj.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            self.unknown(&["early_terminate", key.as_str()], &KEYS);
+        }
+        if obj.get("type").and_then(Value::as_str) != Some("hyperband") {
+            let found = obj.get("type").cloned().unwrap_or(Value::Null);
+            self.invalid(&["early_terminate", "type"], "hyperband", &found);
+            return None;
+        }
+        let int = |key: &str, default: Option<i64>, min: i64| match obj.get(key) {
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v >= min) => Ok(n.as_i64().unwrap_or(min) as u64),
+            None => default
+                .map(|d| d as u64)
+                .ok_or_else(|| (key.to_string(), format!("`{key}:` (an integer >= {min})"), None)),
+            Some(v) => Err((key.to_string(), format!("an integer >= {min}"), Some(v.clone()))),
+        };
+        let mut bad = |(key, expected, found): (String, String, Option<Value>)| match found {
+            Some(v) => self.invalid(&["early_terminate", key.as_str()], &expected, &v),
+            None => self.missing(&["early_terminate"], &expected),
+        };
+        let min_iter = int("min_iter", None, 1).map_err(&mut bad).ok();
+        let eta = int("eta", Some(3), 2).map_err(&mut bad).ok();
+        Some(EarlyTerminate { min_iter: min_iter?, eta: eta? })
     }
 
     fn metric(&mut self, m: &Value) -> Option<Metric> {

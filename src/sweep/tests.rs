@@ -288,3 +288,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn early_terminate_is_parsed_and_checked() {
+    let ok = spec(
+        "metric: {name: val/loss}\nearly_terminate: {type: hyperband, min_iter: 3}\nparameters: {seed: {value: 1}}\n",
+    )
+    .unwrap();
+    assert_eq!(ok.early_terminate, Some(EarlyTerminate { min_iter: 3, eta: 3 }));
+    let errs = errors(spec("early_terminate: {type: hyperband, min_iter: 3}\nparameters: {seed: {value: 1}}\n"));
+    assert_eq!(errs, ["s.yaml:1:1: missing: expected `metric:` (early termination ranks runs by it)"]);
+    let errs =
+        errors(spec("metric: {name: m}\nearly_terminate: {type: asha, min_iter: 3}\nparameters: {seed: {value: 1}}\n"));
+    assert_eq!(errs, ["s.yaml:2:25: key `early_terminate.type`: expected hyperband, found \"asha\""]);
+    let errs = errors(spec(
+        "metric: {name: m}\nearly_terminate: {type: hyperband, min_iter: 0, eta: 1}\nparameters: {seed: {value: 1}}\n",
+    ));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}

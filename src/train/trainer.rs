@@ -447,6 +447,9 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
         }
         (job.progress)(step, total, loss_sum);
+        // The store sees every step at once (a scheduler's early termination reads it); a
+        // WAL commit without fsync, so cheap. The journal stays the durable record.
+        sinks.store.flush()?;
         if crash_at == Some(step) && job.attempt == 1 {
             // Test hook: the first attempt dies like kill -9 (no flush, no cleanup) after this step.
             std::process::abort();

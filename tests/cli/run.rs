@@ -200,3 +200,31 @@ fn json_events_report_each_runs_progress() {
     assert!(steps.windows(2).all(|w| w[0] < w[1]) && steps.iter().all(|&s| s <= 40), "{steps:?}");
     assert!(progress.iter().all(|p| p["total"] == 40 && p["loss"].as_f64().unwrap().is_finite()));
 }
+
+#[test]
+fn hyperband_stops_runs_that_fall_behind_and_gives_their_slot_on() {
+    let env = Env::new();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    let instance = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/instance");
+    // train/lr is constant per run, so the ranking is known: the smallest rate is best.
+    let file = env.write(
+        "hb.yaml",
+        &format!(
+            "name: hb\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: 80}}\n  validation: {{every_steps: 1000}}\n  checkpoint: {{every_steps: 1000}}\nmetric: {{name: train/lr, goal: minimize}}\nearly_terminate: {{type: hyperband, min_iter: 3, eta: 2}}\nparameters:\n  train.learning_rate: {{values: [1.0e-5, 1.0e-4, 1.0e-3]}}\n",
+            base.display(),
+            instance.display()
+        ),
+    );
+    let out = env.ok(&["run", &file, "--gpus", "none"]);
+    assert!(out.contains("sweep done: 1 finished, 2 stopped early, 0 failed, 0 remaining"), "{out}");
+    assert_eq!(out.matches("early stop ").count(), 2, "{out}");
+    assert_eq!(
+        query::<String>(&env, "SELECT status FROM runs ORDER BY json_extract(config_json, '$.train.learning_rate')"),
+        ["finished", "stopped", "stopped"]
+    );
+    let steps: Vec<i64> =
+        query(&env, "SELECT COUNT(*) FROM metrics WHERE key = 'train/loss' GROUP BY run_id ORDER BY COUNT(*) DESC");
+    assert!(steps[0] == 80 && steps[1] < 80 && steps[2] < 80, "{steps:?}");
+    let again = env.ok(&["resume", "hb", "--gpus", "none"]);
+    assert!(!again.contains("started"), "stopped runs are not resumed: {again}");
+}
