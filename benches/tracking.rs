@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use dbsweep::store::Store;
+use dbsweep::tracking::background::Background;
 use dbsweep::tracking::journal::Journal;
 use dbsweep::tracking::store_sink::StoreSink;
 use dbsweep::tracking::tensorboard::TensorBoardSink;
@@ -38,7 +39,8 @@ fn main() {
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
     let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
-    let mut tb = TensorBoardSink::new(&run_dir).unwrap();
+    // As the trainer does: TensorBoard on a background thread.
+    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
     let mut sink = StoreSink::new(&mut store, &run);
     let start = Instant::now();
     for step in 0..(n / KEYS.len()) as u64 {

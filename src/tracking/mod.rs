@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod background;
 pub mod journal;
 pub mod store_sink;
 pub mod tensorboard;

@@ -30,6 +30,7 @@ use crate::model::scheduler::PredictionType;
 use crate::model::{ModelError, builtin, png};
 use crate::rng::Rng;
 use crate::store::Store;
+use crate::tracking::background::Background;
 use crate::tracking::journal::{self, Journal};
 use crate::tracking::store_sink::StoreSink;
 use crate::tracking::tensorboard::TensorBoardSink;
@@ -135,12 +136,12 @@ struct Example {
 }
 
 /// Every record goes to the journal first (the source of truth), then to the lineage store,
-/// TensorBoard and W&B (when enabled; W&B spools to disk and delivers in the background, so
-/// it never waits for the network).
+/// TensorBoard (on a background thread) and W&B (when enabled; it spools to disk and delivers
+/// in the background, so it never waits for the network).
 struct Sinks<'a> {
     journal: Journal,
     store: StoreSink<'a>,
-    tensorboard: Option<TensorBoardSink>,
+    tensorboard: Option<Background>,
     wandb: Option<WandbSink>,
 }
 
@@ -290,7 +291,11 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     }
 
     let journal = Journal::open(&job.run_dir.join(journal::FILE))?;
-    let tensorboard = cfg.tracking.tensorboard.then(|| TensorBoardSink::new(&job.run_dir)).transpose()?;
+    let tensorboard = cfg
+        .tracking
+        .tensorboard
+        .then(|| TensorBoardSink::new(&job.run_dir).map(|tb| Background::spawn(tb, 4096, &job.run_dir)))
+        .transpose()?;
     let wandb = match &cfg.tracking.wandb {
         Some(w) => {
             let options = WandbOptions { stop: Arc::clone(&job.stop), ..Default::default() };
