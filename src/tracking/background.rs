@@ -28,7 +28,7 @@ pub struct Background {
 }
 
 fn work(mut sink: impl Sink, receiver: Receiver<Message>, failure: Arc<Mutex<Option<String>>>) {
-    let mut fail = |e: TrackingError| {
+    let fail = |e: TrackingError| {
         failure.lock().expect("failure lock").get_or_insert(e.to_string());
     };
     for message in receiver {
