@@ -253,10 +253,10 @@ pub fn reproduce_cmd(
             }
         }
     }
-    if let Some(class) = original.data_fingerprints.get("class") {
-        if reproduced.data_fingerprints.get("class") != Some(class) {
-            writeln!(out, "verify: the class images differ from the original run's")?;
-        }
+    if let Some(class) = original.data_fingerprints.get("class")
+        && reproduced.data_fingerprints.get("class") != Some(class)
+    {
+        writeln!(out, "verify: the class images differ from the original run's")?;
     }
     match worst {
         None => {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// One training run's complete settings. Unknown keys are rejected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct ExperimentConfig {
     /// The run seed: every random choice of the run derives from it.
     pub seed: u64,
@@ -231,20 +232,6 @@ pub struct ValidationConfig {
     pub guidance: f64,
     /// Seed of the first validation image.
     pub seed: u64,
-}
-
-impl Default for ExperimentConfig {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            model: ModelConfig::default(),
-            data: DataConfig::default(),
-            train: TrainConfig::default(),
-            checkpoint: CheckpointConfig::default(),
-            validation: ValidationConfig::default(),
-            tracking: TrackingConfig::default(),
-        }
-    }
 }
 
 impl Default for TrackingConfig {

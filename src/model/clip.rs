@@ -90,7 +90,7 @@ impl ClipTextModel {
                 ));
             }
         };
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(ModelError::config_key(path, "num_attention_heads", "must divide hidden_size"));
         }
         Ok(Self::build(vb.pp("text_model"), cfg, activation)?)

@@ -68,7 +68,7 @@ impl ClipTokenizer {
             Some(TokenText::Plain(t) | TokenText::Added { content: t }) => id(t)?,
             None => eos,
         };
-        let max_len = config.model_max_length.filter(|&m| m >= 2.0 && m <= 4096.0).map_or(77, |m| m as usize);
+        let max_len = config.model_max_length.filter(|&m| (2.0..=4096.0).contains(&m)).map_or(77, |m| m as usize);
         Ok(Self { inner, eos, pad, max_len })
     }
 

@@ -84,7 +84,7 @@ mod tests {
             values: vec![at(Value::from(0)), at(Value::from(1))],
             probabilities: Some(vec![0.9, 0.1]),
         };
-        let ones = (0..2000).filter(|_| draw(&d, &mut rng) == Value::from(1)).count();
+        let ones = (0..2000).filter(|_| draw(&d, &mut rng) == 1).count();
         assert!((120..280).contains(&ones), "{ones}");
     }
 

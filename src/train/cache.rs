@@ -170,10 +170,10 @@ impl LatentCache {
     ) -> Result<Tensor, CacheError> {
         let key = format!("{}|{sha256}|{resolution}|{flip}|center", self.model_key);
         let path = self.dir.join(format!("{}.safetensors", &hex(&Sha256::digest(key.as_bytes()))[..24]));
-        if let Ok(mut cached) = candle_core::safetensors::load(&path, device) {
-            if let Some(t) = cached.remove("latent_dist") {
-                return Ok(t);
-            }
+        if let Ok(mut cached) = candle_core::safetensors::load(&path, device)
+            && let Some(t) = cached.remove("latent_dist")
+        {
+            return Ok(t);
         }
         let image = data::load(file, resolution, Crop::Center, flip, &mut Rng::new(0), device)?;
         let dist = model.vae.encode(&image.unsqueeze(0)?)?;

@@ -177,7 +177,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let model = StableDiffusion::load(&folder, &device, mode)?;
     let resolution = cfg.data.resolution as usize;
     let step_px = model.vae_scale_factor() << (model.unet_config.block_out_channels.len() - 1);
-    if resolution % step_px != 0 {
+    if !resolution.is_multiple_of(step_px) {
         return Err(TrainError::Settings(format!(
             "data.resolution {resolution}: the model `{}` needs a multiple of {step_px} pixels",
             cfg.model.pretrained
@@ -466,10 +466,10 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             metrics = validate(&model, cfg, &instance_examples, generated_class, step, job, &mut sinks)?;
         }
         if step % cfg.checkpoint.every_steps == 0 || step == total || stopping {
-            if let Some(v) = metrics.get("val/loss") {
-                if best.is_none_or(|(_, b)| *v < b) {
-                    best = Some((step, *v));
-                }
+            if let Some(v) = metrics.get("val/loss")
+                && best.is_none_or(|(_, b)| *v < b)
+            {
+                best = Some((step, *v));
             }
             let state = TrainState {
                 step,

@@ -228,7 +228,10 @@ impl UNetConfig {
                 transformer_layers: get("transformer_layers_per_block", &self.transformer_layers_per_block)?,
                 cross_attention_dim: get("cross_attention_dim", &self.cross_attention_dim)?,
             };
-            if level.heads == 0 || level.channels % level.heads != 0 || level.channels % self.norm_num_groups != 0 {
+            if level.heads == 0
+                || !level.channels.is_multiple_of(level.heads)
+                || !level.channels.is_multiple_of(self.norm_num_groups)
+            {
                 return Err(bad(
                     "block_out_channels",
                     format!(
