@@ -540,3 +540,73 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `dbsweep tensorboard SWEEP` builds a folder the real server reads as one experiment: every
+/// run of the sweep is a session group with its swept hyperparameters and metrics.
+#[test]
+fn a_sweeps_tensorboard_folder_compares_its_runs_in_the_hparams_tab() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sweep = root.path().join("grid.yaml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "name: grid\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: 4}}\n  validation: {{every_steps: 2}}\nmetric: {{name: val/loss, goal: minimize}}\nparameters:\n  train.learning_rate: {{values: [1.0e-4, 1.0e-3]}}\n  train.prior_loss_weight: {{values: [0.5, 1.0]}}\n",
+            repo.join("sweeps/base/tiny.yaml").display(),
+            repo.join("examples/instance").display()
+        ),
+    )
+    .unwrap();
+    let dbsweep = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+            .current_dir(repo)
+            .env_remove("DBSWEEP_ROOT")
+            .arg("--root")
+            .arg(root.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    dbsweep(&["run", sweep.to_str().unwrap(), "--gpus", "none"]);
+    let printed = dbsweep(&["tensorboard", "grid"]);
+    let logdir = PathBuf::from(printed.trim().strip_prefix("tensorboard --logdir ").unwrap());
+    let mut server = Server::start(&logdir);
+    let request = json!({
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+        "includeMetrics": true,
+    });
+    let body = server.poll("4 session groups with val/loss", |s| {
+        let body = s.post("/data/plugin/hparams/session_groups", &request)?;
+        let ready = body["sessionGroups"].as_array().is_some_and(|g| {
+            g.len() == 4
+                && g.iter().all(|g| {
+                    g["metricValues"].as_array().is_some_and(|m| m.iter().any(|v| v["name"]["tag"] == "val/loss"))
+                })
+        });
+        Ok(ready.then_some(body))
+    });
+    let mut pairs: Vec<(f64, f64)> = body["sessionGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["hparams"]["train.learning_rate"].as_f64().unwrap(),
+                g["hparams"]["train.prior_loss_weight"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(pairs, [(1e-4, 0.5), (1e-4, 1.0), (1e-3, 0.5), (1e-3, 1.0)]);
+    let layout = server.poll("the sweep's custom-scalars layout", |s| {
+        let layout = s.get("/data/plugin/custom_scalars/layout")?;
+        Ok(layout.get("category").is_some().then_some(layout))
+    });
+    assert!(layout.to_string().contains("train/loss"), "{layout}");
+}

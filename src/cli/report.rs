@@ -135,25 +135,16 @@ pub fn export_cmd(root: &Path, reference_text: &str, out_dir: &Path, out: &mut d
     Ok(())
 }
 
-/// `dbsweep tensorboard SWEEP`: the exact command that shows the sweep's runs under readable
-/// names.
+/// `dbsweep tensorboard SWEEP`: builds the sweep's TensorBoard folder (runs under readable
+/// names, the HParams experiment summary, the custom-scalars layout) and prints the command.
 pub fn tensorboard_cmd(root: &Path, sweep: &str, out: &mut dyn Write) -> Result<(), Error> {
     let store = open(root)?;
-    let id = store.sweep(sweep)?.id;
-    let specs: Vec<String> = store
-        .sweep_runs(&id)?
-        .iter()
-        .map(|r| {
-            let name: Vec<String> = r
-                .swept
-                .iter()
-                .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), table::cell(v)))
-                .collect();
-            let name = name.join("+").replace([',', ':'], "_");
-            format!("{}_{}:{}", name, r.id, root.join("runs").join(&r.id).display())
-        })
-        .collect();
-    writeln!(out, "tensorboard --logdir_spec {}", specs.join(","))?;
+    let layout = Path::new("dashboards/tensorboard-layout.json");
+    let dir = crate::report::tensorboard::build(&store, root, sweep, layout).map_err(|e| match e {
+        crate::report::tensorboard::SweepBoardError::Store(e) => Error::Store(e),
+        other => Error::Usage(other.to_string()),
+    })?;
+    writeln!(out, "tensorboard --logdir {}", dir.display())?;
     Ok(())
 }
 

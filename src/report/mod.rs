@@ -5,3 +5,4 @@ pub mod compare;
 pub mod dashboard;
 pub mod export;
 pub mod reference;
+pub mod tensorboard;

@@ -290,6 +290,8 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         best = state.metrics.get("val/loss").map(|v| (state.step, *v));
     }
 
+    let swept: Vec<(String, serde_json::Value)> =
+        store.run(&job.run_id)?.params.into_iter().filter(|p| p.swept).map(|p| (p.key, p.value)).collect();
     let journal = Journal::open(&job.run_dir.join(journal::FILE))?;
     let tensorboard = cfg
         .tracking
@@ -304,7 +306,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         None => None,
     };
     let mut sinks = Sinks { journal, store: StoreSink::new(store, &job.run_id), tensorboard, wandb };
-    let hparams: BTreeMap<String, serde_json::Value> = [
+    let mut hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
         ("train.prior_loss_weight", json!(t.prior_loss_weight)),
         ("train.epochs", json!(t.epochs)),
@@ -316,6 +318,8 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    // Whatever the sweep varies is a hyperparameter too (the HParams tab compares on it).
+    hparams.extend(swept.into_iter());
     sinks.emit(Record::Start {
         run_id: job.run_id.clone(),
         attempt: job.attempt,

@@ -175,18 +175,18 @@ fn export_writes_a_diffusers_folder_that_loads_bit_exactly() {
 fn tensorboard_command_and_gc() {
     let env = ran_grid();
     let cmd = env.ok(&["tensorboard", "lr_grid"]);
-    let spec = cmd.trim().strip_prefix("tensorboard --logdir_spec ").unwrap();
-    let entries: Vec<&str> = spec.split(',').collect();
-    assert_eq!(entries.len(), 8);
-    for e in entries {
-        let (name, path) = e.split_once(':').unwrap();
-        assert!(
-            name.contains("learning_rate=")
-                && name.contains("prior_loss_weight=")
-                && std::path::Path::new(path).exists(),
-            "{e}"
-        );
+    let dir = std::path::PathBuf::from(cmd.trim().strip_prefix("tensorboard --logdir ").unwrap());
+    let runs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(runs.len(), 8);
+    for run in &runs {
+        let name = run.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.contains("learning_rate=") && name.contains("prior_loss_weight="), "{name}");
+        let links: Vec<_> = std::fs::read_dir(run).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(!links.is_empty() && links.iter().all(|l| l.is_symlink() && l.exists()), "{links:?}");
     }
+    let summaries = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    assert_eq!(summaries, 2, "the HParams experiment summary and the custom-scalars layout");
     let best = env.json(&["best", "lr_grid", "--json"]);
     let before: usize = env.json(&["compare", "lr_grid", "--json"])["rows"].as_array().unwrap().len();
     assert_eq!(before, 8);
