@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::cache::{self, CacheError, ClassImageSpec, LatentCache};
 use super::checkpoint::{self, CheckpointError, TrainState};
-use super::data::{DataError, ImageSet};
+use super::data::{Crop, DataError, ImageSet};
 use super::loss::loss_terms;
 use super::lr_schedule::learning_rate;
 use super::optimizer::{AdamW, AdamWConfig, clip_factor};
@@ -130,9 +130,11 @@ fn stream(seed: u64, tag: &str, a: u64, b: u64) -> Rng {
 }
 
 /// The latent distributions of one image, unflipped and (with random flips) flipped.
-struct Example {
-    plain: Tensor,
-    flipped: Option<Tensor>,
+/// One training image: its cached latent distributions (centre crop), or, with random
+/// crops, the file to crop and encode afresh at every use.
+enum Example {
+    Cached { plain: Tensor, flipped: Option<Tensor> },
+    RandomCrop(PathBuf),
 }
 
 /// Every record goes to the journal first (the source of truth), then to the lineage store,
@@ -224,13 +226,16 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             .iter()
             .zip(&set.hashes)
             .map(|(file, sha)| {
+                if !cfg.data.center_crop {
+                    return Ok(Example::RandomCrop(file.clone()));
+                }
                 let plain = latents.get(&model, file, sha, cfg.data.resolution, false, &device)?;
                 let flipped = cfg
                     .data
                     .random_flip
                     .then(|| latents.get(&model, file, sha, cfg.data.resolution, true, &device))
                     .transpose()?;
-                Ok(Example { plain, flipped })
+                Ok(Example::Cached { plain, flipped })
             })
             .collect()
     };
@@ -368,10 +373,18 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
                     let order = permutation(len, &mut stream(cfg.seed, tag, epoch, 0));
                     let index = order[pos % len] % examples.len();
                     positions.push(index);
-                    let ex = &examples[index];
-                    let dist = match (&ex.flipped, rng.below(2)) {
-                        (Some(f), 1) => f,
-                        _ => &ex.plain,
+                    let flip = rng.below(2) == 1;
+                    let encoded;
+                    let dist = match &examples[index] {
+                        Example::Cached { flipped: Some(f), .. } if flip => f,
+                        Example::Cached { plain, .. } => plain,
+                        Example::RandomCrop(file) => {
+                            let flip = flip && cfg.data.random_flip;
+                            let image = super::data::load(file, cfg.data.resolution, Crop::Random, flip, rng, &device)?;
+                            let d = model.vae.encode(&image.unsqueeze(0)?)?;
+                            encoded = Tensor::cat(&[&d.mean, &d.logvar], 0)?.detach();
+                            &encoded
+                        }
                     };
                     let (mean, logvar) = (dist.get(0)?, dist.get(1)?);
                     let eps = Tensor::from_vec(rng.normals_f32(mean.elem_count()), mean.shape(), &device)?;
@@ -542,7 +555,16 @@ fn validate(
     let mut total = 0f64;
     let mut count = 0usize;
     for (i, ex) in instance.iter().enumerate() {
-        let x0 = model.vae.scale(&ex.plain.narrow(0, 0, 1)?)?;
+        // Validation always uses the centre crop, so it is comparable across steps.
+        let mean = match ex {
+            Example::Cached { plain, .. } => plain.narrow(0, 0, 1)?,
+            Example::RandomCrop(file) => {
+                let image =
+                    super::data::load(file, cfg.data.resolution, Crop::Center, false, &mut Rng::new(0), device)?;
+                model.vae.encode(&image.unsqueeze(0)?)?.mean.detach()
+            }
+        };
+        let x0 = model.vae.scale(&mean)?;
         for (j, &t) in [100usize, 300, 500, 700, 900].iter().enumerate() {
             let t = t.min(model.schedule.alphas_cumprod.len() - 1);
             let mut rng = stream(v.seed, "val-noise", i as u64, j as u64);

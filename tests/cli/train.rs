@@ -188,3 +188,17 @@ fn bad_training_input_is_named_with_exit_code_2() {
     let run = env.run(&["train", "--run", "brave-otter-000000"]);
     assert_eq!(run.code, 2);
 }
+
+#[test]
+fn random_crops_are_encoded_afresh_and_stay_deterministic() {
+    let args = train_args(&["--set", "data.center_crop=false", "--set", "data.random_flip=true"]);
+    let (a, b) = (Env::new(), Env::new());
+    let out = a.ok(&args);
+    assert!(
+        out.contains("finished at step 8/8") && out.contains("images encoded: 0"),
+        "no latent cache with random crops: {out}"
+    );
+    let id = run_id(&out);
+    b.ok(&args);
+    assert_eq!(series(&a, &id, "train/loss"), series(&b, &id, "train/loss"), "same seed, same random crops");
+}
