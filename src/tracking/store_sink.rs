@@ -64,3 +64,48 @@ pub fn replay(store: &mut Store, run_id: &str, records: &[Record]) -> Result<(),
     }
     sink.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::yaml;
+    use crate::store::CodeVersion;
+    use crate::sweep::{self, Plan};
+
+    fn start(resume_step: Option<u64>) -> Record {
+        Record::Start {
+            run_id: "r".into(),
+            attempt: 1,
+            hparams: Default::default(),
+            metrics: vec![],
+            resume_step,
+            wall_time: 0.0,
+        }
+    }
+
+    fn scalar(step: u64, value: f64) -> Record {
+        Record::Scalar { key: "train/loss".into(), step, value, wall_time: 0.0 }
+    }
+
+    /// A killed attempt logged steps 1..=6; the resumed one restarts after step 4.
+    #[test]
+    fn replaying_a_journal_gives_every_point_once_with_the_latest_value() {
+        let mut store = Store::in_memory().unwrap();
+        let spec = sweep::parse(yaml::parse(Path::new("s.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
+        let plan = Plan::build(spec, Vec::new(), &[]).unwrap();
+        let run = store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
+        let mut records = vec![start(None)];
+        records.extend((1..=6).map(|s| scalar(s, s as f64)));
+        records.push(start(Some(4)));
+        records.extend((5..=8).map(|s| scalar(s, 100.0 + s as f64)));
+        for _ in 0..2 {
+            replay(&mut store, &run, &records).unwrap();
+            let series = store.metric_series(&run, "train/loss").unwrap();
+            let expected: Vec<(i64, f64)> =
+                (1..=8).map(|s| (s, if s <= 4 { s as f64 } else { 100.0 + s as f64 })).collect();
+            assert_eq!(series, expected);
+        }
+    }
+}
