@@ -48,6 +48,11 @@ fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
     diff / max_abs(reference).max(1e-12)
 }
 
+/// An int64 timestep tensor as indices.
+fn steps(t: &Tensor) -> Vec<usize> {
+    t.to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().iter().map(|&t| t as usize).collect()
+}
+
 fn ids(t: &Tensor) -> Tensor {
     t.to_dtype(DType::U32).unwrap()
 }
@@ -84,15 +89,7 @@ fn check_sample(name: &str) {
     let init = f.get("ddim.latents");
     let (_, _, h, w) = init.dims4().unwrap();
     let scale = f.model.vae_scale_factor();
-    let ts: Vec<usize> = f
-        .get("ddim.timesteps")
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&t| t as usize)
-        .collect();
+    let ts = steps(f.get("ddim.timesteps"));
     assert_eq!(f.model.schedule.inference_timesteps(4), ts, "{name}: DDIM timesteps");
     let req = SampleRequest {
         prompt: "a photo of sks dog".into(),
@@ -114,15 +111,7 @@ fn check_sample(name: &str) {
 fn check_gradients(name: &str) {
     let f = fixture(name);
     let m = &f.model;
-    let timesteps: Vec<usize> = f
-        .get("grad.timesteps")
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&t| t as usize)
-        .collect();
+    let timesteps = steps(f.get("grad.timesteps"));
     let (latents, noise) = (f.get("grad.latents"), f.get("grad.noise"));
     let noisy = m.schedule.add_noise(latents, noise, &timesteps).unwrap();
     let target = m.schedule.target(latents, noise, &timesteps).unwrap();

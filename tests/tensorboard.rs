@@ -240,14 +240,7 @@ fn server_lists_sessions_and_reads_the_custom_scalars_layout() {
     drop(resumed);
 
     let mut server = Server::start(root);
-    let request = json!({
-        "experimentName": "",
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [],
-        "startIndex": 0,
-        "sliceSize": 100,
-        "includeMetrics": true,
-    });
+    let request = session_groups_request();
     // The server loads in the background and answers meanwhile: wait for the finished picture
     // (every session ended, which its last record says), then check it exactly.
     let groups = server.poll("session groups with 3 ended runs and their metrics", |s| {
@@ -573,14 +566,7 @@ fn a_sweeps_tensorboard_folder_compares_its_runs_in_the_hparams_tab() {
     let printed = dbsweep(&["tensorboard", "grid"]);
     let logdir = PathBuf::from(printed.trim().strip_prefix("tensorboard --logdir ").unwrap());
     let mut server = Server::start(&logdir);
-    let request = json!({
-        "experimentName": "",
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [],
-        "startIndex": 0,
-        "sliceSize": 100,
-        "includeMetrics": true,
-    });
+    let request = session_groups_request();
     let body = server.poll("4 session groups with val/loss", |s| {
         let body = s.post("/data/plugin/hparams/session_groups", &request)?;
         let ready = body["sessionGroups"].as_array().is_some_and(|g| {
@@ -609,4 +595,16 @@ fn a_sweeps_tensorboard_folder_compares_its_runs_in_the_hparams_tab() {
         Ok(layout.get("category").is_some().then_some(layout))
     });
     assert!(layout.to_string().contains("train/loss"), "{layout}");
+}
+
+/// The hparams plugin's ListSessionGroupsRequest for every session with its metrics.
+fn session_groups_request() -> Value {
+    json!({
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+        "includeMetrics": true,
+    })
 }
