@@ -121,10 +121,8 @@ pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(),
             ("dbsweep", settings.to_string()),
             ("Software", format!("dbsweep {}", env!("CARGO_PKG_VERSION"))),
         ];
-        png::write(&path, image, &text)?;
+        let sha = png::write(&path, image, &text)?;
         if let (Some(store), Some(r)) = (store.as_mut(), &checkpoint) {
-            let bytes = std::fs::read(&path)?;
-            let sha = crate::train::data::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             let meta = serde_json::json!({"settings": settings, "checkpoint_step": r.step}).to_string();
             store.add_artifact(&r.run_id, Some(r.step), "sample", &path.display().to_string(), &sha, &meta)?;
         }

@@ -23,12 +23,13 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<RgbImage>> {
     (0..n).map(|i| Ok(RgbImage { width, height, pixels: bytes.get(i)?.flatten_all()?.to_vec1::<u8>()? })).collect()
 }
 
-/// Writes `image` to `path` atomically, with one `tEXt` chunk per `(keyword, text)`.
-pub fn write(path: &Path, image: &RgbImage, text: &[(&str, String)]) -> Result<()> {
+/// Writes `image` to `path` atomically, with one `tEXt` chunk per `(keyword, text)`, and
+/// returns the sha256 (lower-case hex) of the bytes written, so callers recording the file
+/// need not read it back.
+pub fn write(path: &Path, image: &RgbImage, text: &[(&str, String)]) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
-    let tmp = path.with_extension("png.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), image.width as u32, image.height as u32);
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     for (keyword, value) in text {
@@ -37,7 +38,11 @@ pub fn write(path: &Path, image: &RgbImage, text: &[(&str, String)]) -> Result<(
     let mut writer = encoder.write_header().map_err(|e| err(&e))?;
     writer.write_image_data(&image.pixels).map_err(|e| err(&e))?;
     writer.finish().map_err(|e| err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    let tmp = path.with_extension("png.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| err(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -55,7 +60,9 @@ mod tests {
         assert_eq!(rgb[0].pixels[..3], [0, 191, 51]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.png");
-        write(&path, &rgb[0], &[("prompt", "a photo of sks dog".into())]).unwrap();
+        let sha = write(&path, &rgb[0], &[("prompt", "a photo of sks dog".into())]).unwrap();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&path).unwrap());
+        assert_eq!(sha, digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let mut reader = decoder.read_info().unwrap();
         let text = &reader.info().uncompressed_latin1_text;

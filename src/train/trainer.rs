@@ -594,15 +594,12 @@ fn validate(
         for (i, image) in png::to_rgb8(&model.sample(&req)?.images)?.iter().enumerate() {
             let path = out_dir.join(format!("prompt{k}-{i}.png"));
             let seed = v.seed + i as u64;
-            png::write(
+            let sha = png::write(
                 &path,
                 image,
                 &[("prompt", prompt.clone()), ("seed", seed.to_string()), ("step", step.to_string())],
             )?;
             let rel = path.strip_prefix(&job.run_dir).unwrap_or(&path).to_path_buf();
-            let bytes =
-                std::fs::read(&path).map_err(|e| CacheError::Io { path: path.clone(), message: e.to_string() })?;
-            let sha = super::data::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             let meta = json!({"prompt": prompt, "seed": seed, "steps": v.steps, "guidance": v.guidance}).to_string();
             sinks.store.store_mut().add_artifact(
                 &job.run_id,
