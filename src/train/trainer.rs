@@ -353,6 +353,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let prediction = model.schedule.config.prediction_type;
     let scaling = |t: &Tensor| model.vae.scale(t);
     let crash_at: Option<u64> = std::env::var("DBSWEEP_TEST_CRASH_AT_STEP").ok().and_then(|s| s.parse().ok());
+    let mut order = EpochOrder { seed: cfg.seed, len, epoch: None, order: Vec::new() };
     let mut step = start;
     while step < total {
         let train_text = cfg.train.train_text_encoder && cfg.train.stop_text_encoder_after.is_none_or(|s| step < s);
@@ -361,18 +362,10 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         for micro in 0..accum {
             let m = step * accum + micro;
             let mut rng = stream(cfg.seed, "step", step, micro);
-            let pick = |examples: &[Example],
-                        positions: &mut Vec<usize>,
-                        rng: &mut Rng,
-                        tag: &str|
-             -> Result<Tensor, TrainError> {
+            let mut pick = |examples: &[Example], rng: &mut Rng| -> Result<Tensor, TrainError> {
                 let mut rows = Vec::with_capacity(batch);
                 for b in 0..batch as u64 {
-                    let pos = (m * batch as u64 + b) as usize;
-                    let epoch = (pos / len) as u64;
-                    let order = permutation(len, &mut stream(cfg.seed, tag, epoch, 0));
-                    let index = order[pos % len] % examples.len();
-                    positions.push(index);
+                    let index = order.at((m * batch as u64 + b) as usize) % examples.len();
                     let flip = rng.below(2) == 1;
                     let encoded;
                     let dist = match &examples[index] {
@@ -392,10 +385,9 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
                 }
                 Ok(Tensor::stack(&rows, 0)?)
             };
-            let mut positions = Vec::new();
-            let mut x0 = pick(&instance_examples, &mut positions, &mut rng, "order")?;
+            let mut x0 = pick(&instance_examples, &mut rng)?;
             if prior {
-                let class_rows = pick(&class_examples, &mut positions, &mut rng, "order")?;
+                let class_rows = pick(&class_examples, &mut rng)?;
                 x0 = Tensor::cat(&[&x0, &class_rows], 0)?;
             }
             let x0 = scaling(&x0)?.detach();
@@ -646,6 +638,26 @@ fn validate(
         sinks.emit(Record::Scalar { key: key.clone(), step, value: *value, wall_time: now() })?;
     }
     Ok(metrics)
+}
+
+/// The shuffled example order, drawn once per epoch from the run seed and the epoch.
+struct EpochOrder {
+    seed: u64,
+    len: usize,
+    epoch: Option<u64>,
+    order: Vec<usize>,
+}
+
+impl EpochOrder {
+    /// The example at position `pos` of the whole run (epoch `pos / len`).
+    fn at(&mut self, pos: usize) -> usize {
+        let epoch = (pos / self.len) as u64;
+        if self.epoch != Some(epoch) {
+            self.order = permutation(self.len, &mut stream(self.seed, "order", epoch, 0));
+            self.epoch = Some(epoch);
+        }
+        self.order[pos % self.len]
+    }
 }
 
 /// A permutation of `0..n` (Fisher-Yates).
