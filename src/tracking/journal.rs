@@ -97,6 +97,16 @@ impl Sink for Journal {
 mod tests {
     use super::*;
 
+    /// A journal at `path` holding scalars for steps `0..n`, flushed.
+    fn journal_of(path: &Path, n: u64) -> Journal {
+        let mut j = Journal::open(path).unwrap();
+        for s in 0..n {
+            j.write(&scalar(s)).unwrap();
+        }
+        j.flush().unwrap();
+        j
+    }
+
     fn scalar(step: u64) -> Record {
         Record::Scalar { key: "train/loss".into(), step, value: step as f64 / 10.0, wall_time: 1.0 }
     }
@@ -105,11 +115,7 @@ mod tests {
     fn round_trip_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let mut j = Journal::open(&path).unwrap();
-        for s in 0..3 {
-            j.write(&scalar(s)).unwrap();
-        }
-        j.flush().unwrap();
+        let j = journal_of(&path, 3);
         drop(j);
         // A crash mid-write: half a line at the end.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -138,11 +144,7 @@ mod tests {
     fn corruption_before_valid_records_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let mut j = Journal::open(&path).unwrap();
-        for s in 0..3 {
-            j.write(&scalar(s)).unwrap();
-        }
-        j.flush().unwrap();
+        drop(journal_of(&path, 3));
         let mut bytes = std::fs::read(&path).unwrap();
         let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 30;
         bytes[second_line] ^= 1;
