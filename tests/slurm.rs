@@ -245,7 +245,7 @@ fn a_crashing_first_attempt_is_retried_through_slurm_from_its_checkpoint() {
     assert_eq!(sweep.query::<String>("SELECT status FROM runs"), ["finished"; 3]);
     assert_eq!(sweep.query::<i64>("SELECT attempt FROM runs"), [2; 3]);
     let reasons: Vec<String> = sweep.query("SELECT reason FROM run_events WHERE to_status = 'failed'");
-    assert_eq!(reasons.len(), 3);
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
     assert!(
         reasons.iter().all(|r| r.contains("FAILED, killed by signal 6") && r.contains("last lines of")),
         "{reasons:?}"

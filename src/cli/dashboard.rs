@@ -22,7 +22,7 @@ pub fn dashboard(root: &Path, sweep: &str, out_file: Option<&Path>, out: &mut dy
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&path, dashboard::render(&data))?;
+    crate::atomic_file::write(&path, dashboard::render(&data).as_bytes())?;
     let missing = data.runs.iter().filter(|r| r.sample.as_ref().is_none_or(|s| s.data_uri.is_none())).count();
     writeln!(
         out,

@@ -38,9 +38,7 @@ pub fn write(path: &Path, image: &RgbImage, text: &[(&str, String)]) -> Result<S
     let mut writer = encoder.write_header().map_err(|e| err(&e))?;
     writer.write_image_data(&image.pixels).map_err(|e| err(&e))?;
     writer.finish().map_err(|e| err(&e))?;
-    let tmp = path.with_extension("png.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))?;
+    crate::atomic_file::write(path, &bytes).map_err(|e| err(&e))?;
     let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }

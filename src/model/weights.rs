@@ -46,9 +46,6 @@ pub fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
 
 /// Writes every variable of `varmap` to `path` atomically (temporary file, fsync, rename).
 pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
-    let write_err = |e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
-    let tmp = path.with_extension("safetensors.tmp");
-    varmap.save(&tmp).map_err(|e| write_err(&e))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| write_err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| write_err(&e))
+    crate::atomic_file::write_with(path, |tmp| varmap.save(tmp).map_err(std::io::Error::other))
+        .map_err(|e| ModelError::Write { path: path.to_path_buf(), message: e.to_string() })
 }

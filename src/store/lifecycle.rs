@@ -97,7 +97,9 @@ impl Store {
         Ok(attempt)
     }
 
-    /// Ends the current attempt of run `id` with `status`, exit code and error message.
+    /// Ends the current attempt of run `id` with `status`, exit code and error message. A run
+    /// already in `status` (the trainer recorded its failure before its scheduler saw the
+    /// process end) keeps its one event for the transition, whose reason becomes this fuller one.
     pub fn end_attempt(
         &mut self,
         id: &str,
@@ -112,12 +114,19 @@ impl Store {
             params![id, status, exit_code, error],
         )?;
         let reason = error.map_or_else(|| format!("exit code {exit_code}"), |e| format!("exit code {exit_code}: {e}"));
-        tx.execute(
-            &format!(
-                "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, ?3, ?4)"
-            ),
-            params![id, from, status, reason],
-        )?;
+        if from == status {
+            tx.execute(
+                "UPDATE run_events SET reason = ?2 WHERE id = (SELECT MAX(id) FROM run_events WHERE run_id = ?1)",
+                params![id, reason],
+            )?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO run_events (run_id, at, from_status, to_status, reason) VALUES (?1, {NOW}, ?2, ?3, ?4)"
+                ),
+                params![id, from, status, reason],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -189,3 +189,31 @@ fn listing_and_lookup_errors() {
         other => panic!("{:?}", other.map(|r| r.id)),
     }
 }
+
+#[test]
+fn a_failure_recorded_by_the_trainer_and_then_its_scheduler_is_one_event_with_the_fuller_reason() {
+    let mut store = Store::in_memory().unwrap();
+    let reg = store.register(&plan(GRID), &code(), false).unwrap();
+    let claim = store.claim(&reg.sweep_id, 1, "host", 7).unwrap().unwrap();
+    store.end_attempt(&claim.run_id, RunStatus::Failed, 1, Some("cannot read latents")).unwrap();
+    store.end_attempt(&claim.run_id, RunStatus::Failed, 1, Some("cannot read latents\nlast lines of log")).unwrap();
+    let rec = store.run(&claim.run_id).unwrap();
+    let transitions: Vec<(Option<RunStatus>, RunStatus)> = rec.events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        transitions,
+        [
+            (None, RunStatus::Pending),
+            (Some(RunStatus::Pending), RunStatus::Running),
+            (Some(RunStatus::Running), RunStatus::Failed)
+        ]
+    );
+    assert_eq!(rec.events[2].reason, "exit code 1: cannot read latents\nlast lines of log");
+    assert_eq!(rec.error.as_deref(), Some("cannot read latents\nlast lines of log"));
+
+    // The retry's failure is a transition of its own again.
+    let retry = store.claim(&reg.sweep_id, 1, "host", 7).unwrap().unwrap();
+    assert_eq!((retry.run_id.as_str(), retry.attempt), (claim.run_id.as_str(), 2));
+    store.end_attempt(&retry.run_id, RunStatus::Failed, 1, Some("again")).unwrap();
+    let rec = store.run(&claim.run_id).unwrap();
+    assert_eq!(rec.events.iter().filter(|e| e.to == RunStatus::Failed).count(), 2);
+}

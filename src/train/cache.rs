@@ -179,10 +179,13 @@ impl LatentCache {
         let dist = model.vae.encode(&image.unsqueeze(0)?)?;
         let both = Tensor::cat(&[&dist.mean, &dist.logvar], 0)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&[("latent_dist", both.clone())].into_iter().collect(), &tmp)
-            .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        // Other runs may encode the same image at the same moment: each writes its own
+        // temporary file, and whichever rename comes last wins with identical bytes.
+        let tensors = [("latent_dist", both.clone())].into_iter().collect();
+        crate::atomic_file::write_with(&path, |tmp| {
+            candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
+        })
+        .map_err(|e| io(&path, e))?;
         self.encoded += 1;
         Ok(both)
     }

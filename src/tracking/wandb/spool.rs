@@ -237,14 +237,9 @@ impl DeliveryState {
         }
     }
 
-    /// Replaces the state at `path` atomically: temp file, `fsync`, rename, `fsync` the folder.
+    /// Replaces the state at `path` atomically (see [`crate::atomic_file`]).
     pub(crate) fn store(&self, path: &Path) -> Result<(), WandbError> {
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&serde_json::to_vec_pretty(self).expect("state serializes")).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        crate::atomic_file::write(path, &serde_json::to_vec_pretty(self).expect("state serializes")).map_err(io(path))
     }
 }
 
