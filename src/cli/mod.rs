@@ -242,7 +242,7 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i3
         Command::Submit { sweep, rerun, json } => done(plan::submit(&sweep, env, &db, rerun, json, out)),
         Command::Ls { sweep, json } => done(ls::ls(&db, sweep.as_deref(), json, out)),
         Command::Show { run_id, json } => done(show::show(&db, &run_id, json, out)),
-        Command::Sample(args) => done(sample::sample(&args, &cli.root, out)),
+        Command::Sample(args) => done(sample::sample(&args, env, &cli.root, out)),
         Command::Train(args) => train::train(&args, env, &cli.root, out),
         Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, &cli.root, out),
         Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, &cli.root, out),

@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
-
 use super::Error;
 use crate::model::attention::AttentionMode;
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
@@ -53,14 +51,14 @@ pub struct SampleArgs {
 }
 
 /// Samples and writes `sample-NN-seedS.png` files; prints their paths.
-pub fn sample(args: &SampleArgs, root: &Path, out: &mut dyn Write) -> Result<(), Error> {
+pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mut dyn Write) -> Result<(), Error> {
     if args.steps == 0 || args.n == 0 || !(args.guidance >= 0.0) {
         return Err(Error::Usage(format!(
             "--steps and --n must be at least 1 and --guidance at least 0 (got steps {}, n {}, guidance {})",
             args.steps, args.n, args.guidance
         )));
     }
-    let device = Device::Cpu;
+    let device = super::train::choose_device(env)?.device;
     let mode = args.attention_chunk.map_or(AttentionMode::Full, AttentionMode::Chunked);
     let (mut store, checkpoint) = if reference::is_reference(&args.model) {
         let db = root.join(crate::store::DB_FILE);

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use super::Error;
 use crate::config::{ExperimentConfig, Layers, yaml};
 use crate::exit;
+use crate::model::device;
 use crate::scheduler::events::PROGRESS_PREFIX;
 use crate::store::{CodeVersion, RunStatus, Store};
 use crate::tracking::EndStatus;
@@ -35,12 +36,14 @@ pub struct TrainArgs {
     pub claimed: bool,
 }
 
-/// The device string recorded for a run: the CPU, and the GPUs a scheduler assigned.
-fn device(env: &[(String, String)]) -> String {
-    match env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES") {
-        Some((_, gpus)) => format!("cpu (CUDA_VISIBLE_DEVICES={gpus})"),
-        None => "cpu".into(),
+/// The device this process computes on, from the GPUs its scheduler assigned.
+pub fn choose_device(env: &[(String, String)]) -> Result<device::Choice, Error> {
+    let visible = env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.as_str());
+    let choice = device::choose(visible)?;
+    if let Some(warning) = &choice.warning {
+        eprintln!("warning: {warning}");
     }
+    Ok(choice)
 }
 
 /// Sets `stop` when this process's parent (the orchestrator) goes away.
@@ -114,12 +117,13 @@ pub fn execute(
             .map_err(Error::Output)?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(Error::Output)?;
     }
+    let device = choose_device(env)?;
     let attempt = if claimed {
-        store.set_process(&run_id, std::process::id(), &device(env))?;
+        store.set_process(&run_id, std::process::id(), &device.description)?;
         watch_parent(Arc::clone(&stop));
         store.stored_run(&run_id)?.attempt
     } else {
-        store.start_attempt(&run_id, &host(), &device(env))?
+        store.start_attempt(&run_id, &host(), &device.description)?
     };
     let run_dir = root.join("runs").join(&run_id);
     writeln!(out, "run {run_id}: attempt {attempt}, folder {}", run_dir.display())?;
@@ -133,6 +137,7 @@ pub fn execute(
         stop,
         env: env.to_vec(),
         sweep_id: store.run(&run_id)?.sweeps.first().map(|s| s.sweep_id.clone()),
+        device: device.device,
         // One line per step on stderr: the terminal, or the run's log that a scheduler reads.
         progress: Box::new(|step, total, loss| eprintln!("{PROGRESS_PREFIX} {step}/{total} loss {loss:.6}")),
     };

@@ -78,7 +78,8 @@ pub struct ModelConfig {
     pub attention: AttentionMode,
     /// Queries per chunk when `attention` is `chunked`.
     pub attention_chunk_size: u32,
-    /// Compute precision: `no` (f32), `fp16` or `bf16` (GPU only; weights stay f32).
+    /// Compute precision of the trained UNet and text encoder: `no` (f32), `fp16` or `bf16`;
+    /// master weights, optimiser state and the loss stay f32.
     pub mixed_precision: MixedPrecision,
 }
 
@@ -92,15 +93,15 @@ pub enum AttentionMode {
     Chunked,
 }
 
-/// Compute precision.
+/// Compute precision (accelerate's `--mixed_precision` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MixedPrecision {
     /// f32 throughout.
     No,
-    /// f16 compute with loss scaling.
+    /// f16 compute with dynamic loss scaling.
     Fp16,
-    /// bf16 compute.
+    /// bf16 compute (f32's exponent range: no loss scaling).
     Bf16,
 }
 
@@ -186,6 +187,10 @@ pub struct TrainConfig {
     pub offset_noise: f64,
     /// Min-SNR loss weighting gamma (unset disables).
     pub snr_gamma: Option<f64>,
+    /// First loss scale of `fp16` training (PyTorch's `GradScaler` default: 2^16).
+    pub loss_scale_init: f64,
+    /// Steps without overflow after which the `fp16` loss scale doubles.
+    pub loss_scale_growth_interval: u64,
 }
 
 /// Learning-rate schedules (diffusers' names).
@@ -295,6 +300,8 @@ impl Default for TrainConfig {
             stop_text_encoder_after: None,
             offset_noise: 0.0,
             snr_gamma: None,
+            loss_scale_init: 65536.0,
+            loss_scale_growth_interval: 2000,
         }
     }
 }
@@ -417,6 +424,13 @@ impl ExperimentConfig {
         if let Some(gamma) = t.snr_gamma {
             rule(gamma > 0.0, "train.snr_gamma", "a number > 0, or unset", gamma.to_string());
         }
+        rule(t.loss_scale_init >= 1.0, "train.loss_scale_init", "a number >= 1", t.loss_scale_init.to_string());
+        rule(
+            t.loss_scale_growth_interval >= 1,
+            "train.loss_scale_growth_interval",
+            "an integer >= 1",
+            t.loss_scale_growth_interval.to_string(),
+        );
         rule(c.every_steps >= 1, "checkpoint.every_steps", "an integer >= 1", c.every_steps.to_string());
         if let Some(limit) = c.total_limit {
             rule(limit >= 1, "checkpoint.total_limit", "an integer >= 1, or unset", limit.to_string());

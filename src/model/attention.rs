@@ -68,7 +68,8 @@ impl AttentionOp {
             let mask = Tensor::from_vec(mask, (len, nk), q.device())?.to_dtype(scores.dtype())?;
             scores = scores.broadcast_add(&mask)?;
         }
-        candle_nn::ops::softmax_last_dim(&scores)
+        // Half-precision scores are normalised in f32, as PyTorch's autocast does.
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?.to_dtype(scores.dtype())
     }
 
     fn blocks(&self, n: usize) -> impl Iterator<Item = (usize, usize)> + '_ {

@@ -55,6 +55,14 @@ pub enum ModelError {
     /// A tensor computation failed.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The GPU a scheduler assigned cannot be used.
+    #[error("cannot use the assigned GPU (CUDA_VISIBLE_DEVICES={visible}): {message}")]
+    Device {
+        /// The value of `CUDA_VISIBLE_DEVICES`.
+        visible: String,
+        /// Why.
+        message: String,
+    },
     /// Writing an output failed.
     #[error("cannot write `{path}`: {message}")]
     Write {
@@ -68,7 +76,7 @@ pub enum ModelError {
 impl ModelError {
     /// Whether the error is the user's input (a bad folder, config, weights or tokenizer).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, ModelError::Candle(_) | ModelError::Write { .. })
+        !matches!(self, ModelError::Candle(_) | ModelError::Write { .. } | ModelError::Device { .. })
     }
 
     /// A config error at the position serde_json reported.

@@ -119,7 +119,8 @@ fn spawn(opts: &RunOptions, slot: &Slot, run: &str, attempt: u32) -> std::io::Re
     cmd.arg("--root").arg(&opts.root).args(["train", "--run", run, "--claimed"]);
     cmd.env("RAYON_NUM_THREADS", slot.threads.to_string());
     if slot.gpus.is_empty() {
-        cmd.env_remove("CUDA_VISIBLE_DEVICES");
+        // Empty: no GPU at all (unset would let a `cuda` build take every GPU).
+        cmd.env("CUDA_VISIBLE_DEVICES", "");
     } else {
         let gpus: Vec<String> = slot.gpus.iter().map(u32::to_string).collect();
         cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));

@@ -45,6 +45,9 @@ pub struct TrainState {
     pub has_text_encoder: bool,
     /// Validation metrics at this step, if validated.
     pub metrics: BTreeMap<String, f64>,
+    /// The fp16 loss scale after this step (mixed-precision fp16 runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<super::precision::LossScaler>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -7,4 +7,5 @@ pub mod data;
 pub mod loss;
 pub mod lr_schedule;
 pub mod optimizer;
+pub mod precision;
 pub mod trainer;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::cache::{self, CacheError, ClassImageSpec, LatentCache};
@@ -23,6 +23,7 @@ use super::data::{Crop, DataError, ImageSet};
 use super::loss::loss_terms;
 use super::lr_schedule::learning_rate;
 use super::optimizer::{AdamW, AdamWConfig, clip_factor};
+use super::precision::{self, LossScaler};
 use crate::config::{AttentionMode as ConfigAttention, ExperimentConfig};
 use crate::model::attention::AttentionMode;
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
@@ -104,6 +105,8 @@ pub struct TrainJob {
     pub env: Vec<(String, String)>,
     /// The sweep the run belongs to (W&B's group), if any.
     pub sweep_id: Option<String>,
+    /// Where it computes (see [`crate::model::device`]).
+    pub device: Device,
     /// Called after every optimiser step with (step, total steps, loss).
     pub progress: Box<dyn FnMut(u64, u64, f64)>,
 }
@@ -170,7 +173,14 @@ impl Sinks<'_> {
 /// Trains `job` to the end (or until stopped), resuming from its newest valid checkpoint.
 pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainError> {
     let cfg = &job.config;
-    let device = Device::Cpu;
+    let device = job.device.clone();
+    let dtype = precision::compute_dtype(cfg.model.mixed_precision);
+    if dtype == DType::BF16 && device.is_cpu() {
+        return Err(TrainError::Settings(
+            "model.mixed_precision bf16: candle has no bf16 matrix multiply on the CPU; use fp16 or no here, bf16 on a GPU"
+                .into(),
+        ));
+    }
     let mode = match cfg.model.attention {
         ConfigAttention::Full => AttentionMode::Full,
         ConfigAttention::Chunked => AttentionMode::Chunked(cfg.model.attention_chunk_size as usize),
@@ -257,7 +267,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         .chain((0..if prior { half } else { 0 }).map(|_| cfg.data.class_prompt.as_str()))
         .collect();
     let ids = model.token_ids(&prompts)?;
-    let frozen_context = model.text_encoder.forward(&ids)?.detach();
+    let frozen_context = model.text_encoder.forward(&ids)?.detach().to_dtype(dtype)?;
 
     let mut params: Vec<(String, candle_core::Var)> = Vec::new();
     let mut named = |prefix: &str, vars: &candle_nn::VarMap| {
@@ -289,10 +299,14 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let text_vars = cfg.train.train_text_encoder.then_some(&model.text_vars);
     let mut start = 0;
     let mut best: Option<(u64, f64)> = None;
+    let mut scaler = (dtype == DType::F16).then(|| LossScaler::new(t.loss_scale_init));
     if let Some((path, state)) = &found {
         checkpoint::restore(path, &model.unet_vars, text_vars, Some(&mut optimizer))?;
         start = state.step;
         best = state.metrics.get("val/loss").map(|v| (state.step, *v));
+        if scaler.is_some() && state.loss_scale.is_some() {
+            scaler = state.loss_scale;
+        }
     }
 
     let swept: Vec<(String, serde_json::Value)> =
@@ -359,6 +373,12 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         let train_text = cfg.train.train_text_encoder && cfg.train.stop_text_encoder_after.is_none_or(|s| step < s);
         let mut grads: Option<GradStore> = None;
         let (mut loss_sum, mut inst_sum, mut prior_sum) = (0f64, 0f64, 0f64);
+        // Mixed precision: this step's modules, cast from the f32 masters.
+        let cast =
+            (dtype != DType::F32).then(|| precision::cast_models(&model, dtype, train_text, mode)).transpose()?;
+        let unet = cast.as_ref().map_or(&model.unet, |c| &c.unet);
+        let text_encoder = cast.as_ref().and_then(|c| c.text_encoder.as_ref()).unwrap_or(&model.text_encoder);
+        let loss_scale = scaler.map_or(1.0, |s| s.scale);
         for micro in 0..accum {
             let m = step * accum + micro;
             let mut rng = stream(cfg.seed, "step", step, micro);
@@ -401,9 +421,9 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             let timesteps: Vec<usize> = (0..n).map(|_| rng.below(alphas.len() as u64) as usize).collect();
             let noisy = model.schedule.add_noise(&x0, &noise, &timesteps)?;
             let target = model.schedule.target(&x0, &noise, &timesteps)?;
-            let context = if train_text { model.text_encoder.forward(&ids)? } else { frozen_context.clone() };
+            let context = if train_text { text_encoder.forward(&ids)? } else { frozen_context.clone() };
             let ts = Tensor::new(timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(), &device)?;
-            let pred = model.unet.forward(&noisy, &ts, &context)?;
+            let pred = unet.forward(&noisy.to_dtype(dtype)?, &ts, &context)?.to_dtype(DType::F32)?;
             let weights = cfg.train.snr_gamma.map(|gamma| {
                 let w: Vec<f32> = timesteps
                     .iter()
@@ -422,7 +442,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             loss_sum += loss.to_scalar::<f32>()? as f64;
             inst_sum += inst.to_scalar::<f32>()? as f64 / accum as f64;
             prior_sum += prior_term.to_scalar::<f32>()? as f64 / accum as f64;
-            let g = loss.backward()?;
+            let g = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
             grads = Some(match grads {
                 None => g,
                 Some(mut acc) => {
@@ -441,11 +461,21 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         }
         // A frozen or stopped text encoder has no gradients, so AdamW leaves it untouched.
         let grads = grads.expect("at least one micro-batch");
-        let norm = optimizer.grad_norm(&grads)?;
+        let norm = optimizer.grad_norm(&grads)? / loss_scale;
         let lr = learning_rate(t.lr_scheduler, t.learning_rate, step, t.lr_warmup_steps, total, t.lr_power);
-        optimizer.step(&grads, lr, clip_factor(norm, t.max_grad_norm))?;
+        // f16: an overflowing step is skipped and the scale halved (see `precision`).
+        let apply = scaler.as_mut().is_none_or(|s| s.update(norm.is_finite(), t.loss_scale_growth_interval));
+        if apply {
+            optimizer.step(&grads, lr, clip_factor(norm, t.max_grad_norm) / loss_scale)?;
+        }
         step += 1;
-        if !loss_sum.is_finite() {
+        if scaler.is_some_and(|s| s.scale < 1.0) {
+            return Err(TrainError::Settings(format!(
+                "the fp16 loss scale fell below 1 at step {step}: the gradients overflow at every scale; \
+                 lower train.learning_rate or use model.mixed_precision bf16 or no"
+            )));
+        }
+        if !loss_sum.is_finite() && scaler.is_none() {
             return Err(TrainError::Settings(format!(
                 "the loss became {loss_sum} at step {step}; lower train.learning_rate"
             )));
@@ -458,7 +488,19 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             ("train/lr", lr),
             ("train/grad_norm", norm),
         ] {
-            sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
+            // An fp16 step that overflowed (and was skipped) has no finite loss or norm.
+            if value.is_finite() {
+                sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
+            }
+        }
+        if scaler.is_some() {
+            sinks.emit(Record::Scalar { key: "train/loss_scale".into(), step, value: loss_scale, wall_time: wall })?;
+            sinks.emit(Record::Scalar {
+                key: "train/step_skipped".into(),
+                step,
+                value: if apply { 0.0 } else { 1.0 },
+                wall_time: wall,
+            })?;
         }
         (job.progress)(step, total, loss_sum);
         // The store sees every step at once (a scheduler's early termination reads it); a
@@ -485,6 +527,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
                 has_optimizer: !cfg.checkpoint.weights_only,
                 has_text_encoder: text_vars.is_some(),
                 metrics: metrics.clone(),
+                loss_scale: scaler,
             };
             let opt = (!cfg.checkpoint.weights_only).then_some(&optimizer);
             let saved = checkpoint::save(&ckpt_dir, &model.unet_vars, text_vars, opt, &state)?;

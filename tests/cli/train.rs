@@ -187,6 +187,82 @@ fn bad_training_input_is_named_with_exit_code_2() {
     assert!(run.stderr.contains("data.resolution 24") && run.stderr.contains("multiple of 16"), "{}", run.stderr);
     let run = env.run(&["train", "--run", "brave-otter-000000"]);
     assert_eq!(run.code, 2);
+    let run = env.run(&train_args(&["--set", "model.mixed_precision=bf16"]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("model.mixed_precision bf16") && run.stderr.contains("use fp16"), "{}", run.stderr);
+}
+
+/// The dtypes of the tensors in a safetensors file, from its JSON header.
+fn dtypes(file: &Path) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v["dtype"].to_string())
+        .collect()
+}
+
+#[test]
+fn fp16_training_scales_the_loss_skips_overflowing_steps_keeps_f32_masters_and_resumes_exactly() {
+    // A first scale far too large for f16: the first steps overflow until it has halved enough.
+    let fp16 = [
+        "--set",
+        "model.mixed_precision=fp16",
+        "--set",
+        "train.loss_scale_init=524288",
+        "--set",
+        "train.loss_scale_growth_interval=3",
+    ];
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&train_args(&fp16)));
+    let scales = series(&straight, &id, "train/loss_scale");
+    let skipped: Vec<bool> = series(&straight, &id, "train/step_skipped").iter().map(|p| p.1 == 1.0).collect();
+    assert_eq!((scales.len(), skipped.len()), (8, 8));
+    assert!(skipped[0] && skipped.contains(&false), "{skipped:?} at scales {scales:?}");
+    // Every recorded scale follows from the previous step: halved after an overflow, doubled
+    // after three clean steps in a row.
+    let mut clean = 0;
+    for k in 0..7 {
+        let expected = if skipped[k] {
+            clean = 0;
+            scales[k].1 / 2.0
+        } else {
+            clean += 1;
+            if clean == 3 {
+                clean = 0;
+                scales[k].1 * 2.0
+            } else {
+                scales[k].1
+            }
+        };
+        assert_eq!(scales[k + 1].1, expected, "step {}: {scales:?} {skipped:?}", k + 2);
+    }
+    // A skipped step has no finite norm to report; applied ones do.
+    let norms: Vec<i64> = series(&straight, &id, "train/grad_norm").iter().map(|p| p.0).collect();
+    assert_eq!(norms, (1..=8).filter(|s| !skipped[*s as usize - 1]).collect::<Vec<_>>());
+    let ckpt = straight.root().join("runs").join(&id).join("checkpoints/step-00000008");
+    assert_eq!(dtypes(&ckpt.join("unet.safetensors")), ["\"F32\"".to_string()].into(), "master weights stay f32");
+
+    // Before any update, the f16 forward pass gives the f32 loss to f16's precision.
+    let full = Env::new();
+    let full_id = run_id(&full.ok(&train_args(&[])));
+    let (half, single) = (series(&straight, &id, "train/loss")[0].1, series(&full, &full_id, "train/loss")[0].1);
+    assert!((half - single).abs() < 1e-2 * single, "f16 loss {half} vs f32 {single}");
+
+    // Killed after step 5 and resumed: the same losses, scales and final weights.
+    let env = Env::new();
+    let crashed = env.run_with(&train_args(&fp16), &[("DBSWEEP_TEST_CRASH_AT_STEP", "5")]);
+    assert_ne!(crashed.code, 0);
+    let resumed = env.ok(&train_args(&fp16));
+    assert!(resumed.contains("attempt 2") && resumed.contains("finished at step 8/8"), "{resumed}");
+    for key in ["train/loss", "train/loss_scale", "train/step_skipped"] {
+        assert_eq!(series(&env, &id, key), series(&straight, &id, key), "{key}");
+    }
+    assert_eq!(final_weights(&env, &id), final_weights(&straight, &id));
 }
 
 #[test]
