@@ -150,8 +150,13 @@ pub fn execute(
             store.end_attempt(&run_id, status, code, None)?;
             writeln!(
                 out,
-                "run {run_id}: {status} at step {}/{} (class images generated: {}, images encoded: {})",
-                outcome.step, outcome.total_steps, outcome.class_images_generated, outcome.latents_encoded
+                "run {run_id}: {status} at step {}/{} (class images generated: {}, images encoded: {}, prompts \
+                 encoded: {})",
+                outcome.step,
+                outcome.total_steps,
+                outcome.class_images_generated,
+                outcome.latents_encoded,
+                outcome.prompts_encoded
             )?;
             Ok(code)
         }

@@ -17,7 +17,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
-use super::cache::{self, CacheError, ClassImageSpec, LatentCache};
+use super::cache::{self, CacheError, ClassImageSpec, TensorCache};
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::data::{Crop, DataError, ImageSet};
 use super::loss::loss_terms;
@@ -124,6 +124,8 @@ pub struct TrainOutcome {
     pub class_images_generated: usize,
     /// Images VAE-encoded by this attempt (0 when the latent cache had them).
     pub latents_encoded: usize,
+    /// Prompts run through the text encoder for the text-embedding cache by this attempt.
+    pub prompts_encoded: usize,
 }
 
 /// A fresh stream for one purpose at one position (seed, tag, a, b).
@@ -230,7 +232,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     if let Some(set) = &class {
         store.set_fingerprint(&job.run_id, "class", &set.fingerprint, set.files.len())?;
     }
-    let mut latents = LatentCache::new(&cache_root, &model_key);
+    let mut latents = TensorCache::latents(&cache_root, &model_key);
     let mut encode = |set: &ImageSet| -> Result<Vec<Example>, TrainError> {
         set.files
             .iter()
@@ -239,11 +241,11 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
                 if !cfg.data.center_crop {
                     return Ok(Example::RandomCrop(file.clone()));
                 }
-                let plain = latents.get(&model, file, sha, cfg.data.resolution, false, &device)?;
+                let plain = latents.latent(&model, file, sha, cfg.data.resolution, false, &device)?;
                 let flipped = cfg
                     .data
                     .random_flip
-                    .then(|| latents.get(&model, file, sha, cfg.data.resolution, true, &device))
+                    .then(|| latents.latent(&model, file, sha, cfg.data.resolution, true, &device))
                     .transpose()?;
                 Ok(Example::Cached { plain, flipped })
             })
@@ -251,7 +253,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     };
     let instance_examples = encode(&instance)?;
     let class_examples = class.as_ref().map(&mut encode).transpose()?.unwrap_or_default();
-    let latents_encoded = latents.encoded;
+    let latents_encoded = latents.computed;
 
     // Schedule, as diffusers: an epoch is max(instance, class) examples.
     let batch = cfg.train.batch_size as usize;
@@ -260,14 +262,22 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let steps_per_epoch = (len.div_ceil(batch) as u64).div_ceil(accum).max(1);
     let total = cfg.train.max_train_steps.unwrap_or(cfg.train.epochs as u64 * steps_per_epoch);
 
-    // Text: prompts encoded once unless the text encoder is trained.
+    // Text: a text encoder that is never trained is the base model's, and its outputs come
+    // from the shared cache. One that is trained until `stop_text_encoder_after` is encoded
+    // once it stops, from its weights then (a resumed run restores exactly those).
     let half = batch;
     let prompts: Vec<&str> = (0..half)
         .map(|_| cfg.data.instance_prompt.as_str())
         .chain((0..if prior { half } else { 0 }).map(|_| cfg.data.class_prompt.as_str()))
         .collect();
     let ids = model.token_ids(&prompts)?;
-    let frozen_context = model.text_encoder.forward(&ids)?.detach().to_dtype(dtype)?;
+    let mut texts = TensorCache::text(&cache_root, &model_key);
+    let mut frozen_context = if cfg.train.train_text_encoder {
+        None
+    } else {
+        let rows = prompts.iter().map(|p| texts.prompt(&model, p)).collect::<Result<Vec<_>, _>>()?;
+        Some(Tensor::cat(&rows, 0)?.to_dtype(dtype)?)
+    };
 
     let mut params: Vec<(String, candle_core::Var)> = Vec::new();
     let mut named = |prefix: &str, vars: &candle_nn::VarMap| {
@@ -421,7 +431,11 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             let timesteps: Vec<usize> = (0..n).map(|_| rng.below(alphas.len() as u64) as usize).collect();
             let noisy = model.schedule.add_noise(&x0, &noise, &timesteps)?;
             let target = model.schedule.target(&x0, &noise, &timesteps)?;
-            let context = if train_text { text_encoder.forward(&ids)? } else { frozen_context.clone() };
+            let context = match &frozen_context {
+                _ if train_text => text_encoder.forward(&ids)?,
+                Some(context) => context.clone(),
+                None => frozen_context.insert(model.text_encoder.forward(&ids)?.detach().to_dtype(dtype)?).clone(),
+            };
             let ts = Tensor::new(timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(), &device)?;
             let pred = unet.forward(&noisy.to_dtype(dtype)?, &ts, &context)?.to_dtype(DType::F32)?;
             let weights = cfg.train.snr_gamma.map(|gamma| {
@@ -556,6 +570,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
                 total_steps: total,
                 class_images_generated: generated,
                 latents_encoded,
+                prompts_encoded: texts.computed,
             });
         }
     }
@@ -567,6 +582,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         total_steps: total,
         class_images_generated: generated,
         latents_encoded,
+        prompts_encoded: texts.computed,
     })
 }
 

@@ -78,6 +78,37 @@ fn a_second_run_reuses_class_images_and_latents() {
 }
 
 #[test]
+fn text_embeddings_of_a_frozen_text_encoder_are_cached_and_change_nothing() {
+    let warm = Env::new();
+    let first = warm.ok(&train_args(&["--set", "train.learning_rate=1e-4"]));
+    assert!(first.contains("prompts encoded: 2"), "instance and class prompt: {first}");
+    let second = warm.ok(&train_args(&[]));
+    assert!(second.contains("prompts encoded: 0"), "{second}");
+    let other = warm.ok(&train_args(&["--set", "data.class_prompt=a photo of a cat"]));
+    assert!(other.contains("prompts encoded: 1"), "only the new prompt: {other}");
+    let trained = warm.ok(&train_args(&["--set", "train.train_text_encoder=true"]));
+    assert!(trained.contains("prompts encoded: 0"), "a trained encoder is never cached: {trained}");
+    // The run trained from cached embeddings matches the same run computing them.
+    let cold = Env::new();
+    let id = run_id(&cold.ok(&train_args(&[])));
+    assert_eq!(run_id(&second), id);
+    assert_eq!(series(&warm, &id, "train/loss"), series(&cold, &id, "train/loss"));
+}
+
+#[test]
+fn a_text_encoder_trained_for_some_steps_resumes_exactly_after_it_stopped() {
+    let args = train_args(&["--set", "train.train_text_encoder=true", "--set", "train.stop_text_encoder_after=3"]);
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&args));
+    let env = Env::new();
+    assert_ne!(env.run_with(&args, &[("DBSWEEP_TEST_CRASH_AT_STEP", "7")]).code, 0);
+    let resumed = env.ok(&args);
+    assert!(resumed.contains("attempt 2") && resumed.contains("finished at step 8/8"), "{resumed}");
+    assert_eq!(series(&env, &id, "train/loss"), series(&straight, &id, "train/loss"));
+    assert_eq!(final_weights(&env, &id), final_weights(&straight, &id));
+}
+
+#[test]
 fn a_killed_run_resumes_exactly() {
     let straight = Env::new();
     let id = run_id(&straight.ok(&train_args(&[])));
