@@ -1,5 +1,5 @@
 //! Tracking throughput: scalar points per second through the trainer's sinks (journal, lineage
-//! store, TensorBoard event files), side by side with `tensorboardX` writing the same points
+//! store, TensorBoard event files), each alone and together, side by side with `tensorboardX` writing the same points
 //! in the same run (when `DBSWEEP_TORCH_PYTHON` or `/work/fixtures-venv/bin/python` has it),
 //! and the overhead the sinks add to one training step (5 scalars per step).
 //!
@@ -16,6 +16,10 @@ use dbsweep::tracking::store_sink::StoreSink;
 use dbsweep::tracking::tensorboard::TensorBoardSink;
 use dbsweep::tracking::{Record, Sink};
 
+/// The same allocator as the `dbsweep` binary (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEYS: [&str; 5] = ["train/loss", "train/loss_instance", "train/loss_prior", "train/lr", "train/grad_norm"];
 
 fn python() -> Option<PathBuf> {
@@ -25,44 +29,67 @@ fn python() -> Option<PathBuf> {
     })
 }
 
-fn main() {
-    let n = 200_000usize;
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
-    // The store needs a run row for the foreign key: register a one-point sweep.
-    let spec = dbsweep::sweep::parse(
-        dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {value: 1}}\n").unwrap(),
-    )
-    .unwrap();
-    let plan = dbsweep::sweep::Plan::build(spec, Vec::new(), &[]).unwrap();
-    let run = store.register(&plan, &dbsweep::store::CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
-    // As the trainer does: TensorBoard on a background thread.
-    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
-    let mut sink = StoreSink::new(&mut store, &run);
+/// Writes `n` scalar points, five keys per step, to every sink; flushes every 500 steps (the
+/// trainer flushes at checkpoints) and at the end. Returns the seconds taken.
+/// Flushes as the trainer does: the background sinks' flushes overlap the journal's `fsync`.
+fn flush(sinks: &mut [&mut dyn Sink]) {
+    sinks.iter_mut().for_each(|s| s.start_flush().unwrap());
+    sinks.iter_mut().for_each(|s| s.flush().unwrap());
+}
+
+fn feed(n: usize, sinks: &mut [&mut dyn Sink]) -> f64 {
     let start = Instant::now();
     for step in 0..(n / KEYS.len()) as u64 {
         for key in KEYS {
             let r = Record::Scalar { key: key.into(), step, value: 1.0 / (step + 1) as f64, wall_time: 1.7e9 };
-            journal.write(&r).unwrap();
-            sink.write(&r).unwrap();
-            tb.write(&r).unwrap();
+            for sink in sinks.iter_mut() {
+                sink.write(&r).unwrap();
+            }
         }
         if step % 500 == 499 {
-            // The trainer flushes at checkpoints; flush every 500 steps here.
-            journal.flush().unwrap();
-            sink.flush().unwrap();
-            tb.flush().unwrap();
+            flush(sinks);
         }
     }
-    journal.flush().unwrap();
-    sink.flush().unwrap();
-    tb.flush().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    let ours = n as f64 / secs;
+    flush(sinks);
+    start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n = 200_000usize;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    // The store needs run rows for the foreign key: register a two-point sweep (one run for
+    // the store alone, one for all sinks together).
+    let spec = dbsweep::sweep::parse(
+        dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {values: [1, 2]}}\n").unwrap(),
+    )
+    .unwrap();
+    let plan = dbsweep::sweep::Plan::build(spec, Vec::new(), &[]).unwrap();
+    let runs = store.register(&plan, &dbsweep::store::CodeVersion::current(), false).unwrap().runs;
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // Each sink alone, then all three as the trainer runs them (the store's metrics and
+    // TensorBoard on background threads), each into fresh files.
+    let alone = |name: &str, sink: &mut dyn Sink| {
+        let secs = feed(n, &mut [sink]);
+        println!("  {name:<40} {:>12.0} points/s", n as f64 / secs);
+    };
     println!("{n} scalar points, 5 per step, flushed (fsync) every 500 steps");
+    alone("journal alone", &mut Journal::open(&run_dir.join("alone.jsonl")).unwrap());
+    let db = dir.path().join("db.sqlite");
+    let metrics = |run: &str| Background::spawn(StoreSink::new(Store::open(&db).unwrap(), run), 4096, &db);
+    alone("SQLite alone (background thread)", &mut metrics(&runs[0].run_id));
+    let tb_alone = dir.path().join("tb-alone");
+    std::fs::create_dir_all(&tb_alone).unwrap();
+    alone(
+        "TensorBoard alone (background thread)",
+        &mut Background::spawn(TensorBoardSink::new(&tb_alone).unwrap(), 4096, &tb_alone),
+    );
+    let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
+    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
+    let secs = feed(n, &mut [&mut journal, &mut metrics(&runs[1].run_id), &mut tb]);
+    drop(tb);
+    let ours = n as f64 / secs;
     println!("  dbsweep journal + SQLite + TensorBoard  {:>12.0} points/s  goal 1,000,000", ours);
     let theirs = python().and_then(|py| {
         let out = Command::new(py)
@@ -78,7 +105,27 @@ fn main() {
         Some(t) => println!("  tensorboardX (TensorBoard only)          {t:>12.0} points/s  ratio {:.2}x", ours / t),
         None => println!("  tensorboardX: not available (set DBSWEEP_TORCH_PYTHON to a Python with tensorboardX)"),
     }
-    let per_step = secs / (n / KEYS.len()) as f64;
-    println!("  overhead per training step (5 points):   {:>9.1} us", per_step * 1e6);
+    // The per-step cost as the trainer pays it: five points, and the store flushed after every
+    // step (a scheduler's early termination reads it), every sink at checkpoints.
+    let (steps, run_dir) = (2000u64, dir.path().join("steps"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
+    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
+    let mut store = metrics(&runs[1].run_id);
+    let start = Instant::now();
+    for step in 0..steps {
+        for key in KEYS {
+            let r = Record::Scalar { key: key.into(), step, value: 1.0, wall_time: 1.7e9 };
+            for sink in [&mut journal as &mut dyn Sink, &mut store, &mut tb] {
+                sink.write(&r).unwrap();
+            }
+        }
+        store.flush().unwrap();
+        if step % 500 == 499 {
+            flush(&mut [&mut journal, &mut store, &mut tb]);
+        }
+    }
+    let per_step = start.elapsed().as_secs_f64() / steps as f64;
+    println!("  overhead per training step (5 points, store flushed each step): {:>7.1} us", per_step * 1e6);
     println!("  ... of a 149 ms tiny-model step (cargo bench --bench sweep): {:.4} %", per_step / 0.149 * 100.0);
 }

@@ -136,12 +136,27 @@ impl Store {
     pub fn upsert_metrics(&mut self, id: &str, points: &[MetricPoint]) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
+            let mut add_series = tx.prepare_cached(
+                "INSERT INTO metric_series (run_id, key) VALUES (?1, ?2) ON CONFLICT (run_id, key) DO NOTHING",
             )?;
+            let mut find_series = tx.prepare_cached("SELECT id FROM metric_series WHERE run_id = ?1 AND key = ?2")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO metric_points (series_id, step, value, wall_time) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (series_id, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
+            )?;
+            // A flush holds a few keys, many steps each: look each key's series up once.
+            let mut series: Vec<(&str, i64)> = Vec::new();
             for p in points {
-                stmt.execute(params![id, p.key, p.step, p.value, p.wall_time])?;
+                let sid = match series.iter().find(|(k, _)| *k == p.key) {
+                    Some(&(_, sid)) => sid,
+                    None => {
+                        add_series.execute(params![id, p.key])?;
+                        let sid: i64 = find_series.query_row(params![id, p.key], |r| r.get(0))?;
+                        series.push((&p.key, sid));
+                        sid
+                    }
+                };
+                insert.execute(params![sid, p.step, p.value, p.wall_time])?;
             }
         }
         tx.commit()?;
@@ -150,7 +165,10 @@ impl Store {
 
     /// Removes run `id`'s points after `step` (a resumed attempt supersedes them).
     pub fn drop_metrics_after(&mut self, id: &str, step: i64) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM metrics WHERE run_id = ?1 AND step > ?2", params![id, step])?;
+        self.conn.execute(
+            "DELETE FROM metric_points WHERE series_id IN (SELECT id FROM metric_series WHERE run_id = ?1) AND step > ?2",
+            params![id, step],
+        )?;
         Ok(())
     }
 

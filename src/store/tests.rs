@@ -217,3 +217,51 @@ fn a_failure_recorded_by_the_trainer_and_then_its_scheduler_is_one_event_with_th
     let rec = store.run(&claim.run_id).unwrap();
     assert_eq!(rec.events.iter().filter(|e| e.to == RunStatus::Failed).count(), 2);
 }
+
+#[test]
+fn a_version_2_store_keeps_every_metric_point_through_migration_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    {
+        // A store as version 2 wrote it, with points of two runs.
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &migrations::MIGRATIONS[..2] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.execute("INSERT INTO code_versions (id, version, git_commit, git_dirty) VALUES (1, 'v', '', 0)", [])
+            .unwrap();
+        for run in ["a", "b"] {
+            tx.execute(
+                "INSERT INTO runs (id, config_hash, config_json, seed, status, attempt, code_version_id, created_at)
+                 VALUES (?1, 'h', '{}', 0, 'finished', 1, 1, 'now')",
+                [run],
+            )
+            .unwrap();
+            for (key, step, value) in [("train/loss", 1, 0.5), ("train/loss", 2, 0.25), ("val/loss", 2, 0.75)] {
+                tx.execute(
+                    "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (?1, ?2, ?3, ?4, 1.0)",
+                    rusqlite::params![run, key, step, value],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), current_version());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics"), 6);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM metric_series"), 4);
+    assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
+    // Writes after the migration land in the same series and replace points by step.
+    let point = |key: &str, step, value| MetricPoint { key: key.into(), step, value, wall_time: 2.0 };
+    store
+        .upsert_metrics("b", &[point("train/loss", 2, 0.125), point("train/loss", 3, 0.0625), point("lr", 3, 1.0)])
+        .unwrap();
+    assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.125), (3, 0.0625)]);
+    assert_eq!(store.metric_series("a", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
+    store.drop_metrics_after("b", 1).unwrap();
+    assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5)]);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics WHERE run_id = 'a'"), 3);
+}

@@ -20,6 +20,7 @@ pub const FILE: &str = "journal.jsonl";
 pub struct Journal {
     path: PathBuf,
     out: BufWriter<File>,
+    line: Vec<u8>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrackingError + '_ {
@@ -76,15 +77,23 @@ impl Journal {
             file.sync_data().map_err(io(path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io(path))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file) })
+        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file), line: Vec::new() })
     }
 }
 
 impl Sink for Journal {
     fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
-        let json = serde_json::to_string(record)
+        // One reused buffer: no allocation per record on the training thread.
+        self.line.clear();
+        self.line.extend_from_slice(b"0000000000000000 ");
+        serde_json::to_writer(&mut self.line, record)
             .map_err(|e| TrackingError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
-        writeln!(self.out, "{:016x} {json}", xxhash_rust::xxh3::xxh3_64(json.as_bytes())).map_err(io(&self.path))
+        let sum = xxhash_rust::xxh3::xxh3_64(&self.line[17..]);
+        for (i, digit) in self.line[..16].iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(sum >> (60 - 4 * i) & 0xf) as usize];
+        }
+        self.line.push(b'\n');
+        self.out.write_all(&self.line).map_err(io(&self.path))
     }
 
     fn flush(&mut self) -> Result<(), TrackingError> {

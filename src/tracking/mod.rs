@@ -143,6 +143,12 @@ pub trait Sink {
     fn write(&mut self, record: &Record) -> Result<(), TrackingError>;
     /// Makes every record written so far durable.
     fn flush(&mut self) -> Result<(), TrackingError>;
+    /// Starts making every record written so far durable without waiting (a sink on its own
+    /// thread); the next [`flush`](Self::flush) completes it. Flushing several sinks as
+    /// "start each, then flush each" lets their `fsync`s overlap.
+    fn start_flush(&mut self) -> Result<(), TrackingError> {
+        Ok(())
+    }
 }
 
 /// Seconds since the Unix epoch, as tracking records carry it.

@@ -3,37 +3,35 @@
 //! Points are buffered and written in one transaction per flush. A `Start` with a
 //! `resume_step` removes the run's points after that step first, so a resumed attempt's points
 //! supersede those of the attempt that died; replaying a whole journal therefore leaves every
-//! point exactly once, with its latest value.
+//! point exactly once, with its latest value. The trainer runs it on a background thread with
+//! a connection of its own; replaying borrows a store.
+
+use std::borrow::BorrowMut;
 
 use crate::store::{MetricPoint, Store};
 
 use super::{Record, Sink, TrackingError};
 
-/// Writes a run's scalars into the lineage store.
-pub struct StoreSink<'a> {
-    store: &'a mut Store,
+/// Writes a run's scalars into the lineage store (`S`: an owned or a borrowed [`Store`]).
+pub struct StoreSink<S> {
+    store: S,
     run_id: String,
     pending: Vec<MetricPoint>,
 }
 
-impl<'a> StoreSink<'a> {
+impl<S: BorrowMut<Store>> StoreSink<S> {
     /// A sink for run `run_id`.
-    pub fn new(store: &'a mut Store, run_id: &str) -> Self {
+    pub fn new(store: S, run_id: &str) -> Self {
         Self { store, run_id: run_id.to_string(), pending: Vec::new() }
-    }
-
-    /// The store, for writes that are not records (checkpoints, artifacts).
-    pub fn store_mut(&mut self) -> &mut Store {
-        self.store
     }
 }
 
-impl Sink for StoreSink<'_> {
+impl<S: BorrowMut<Store>> Sink for StoreSink<S> {
     fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
         match record {
             Record::Start { resume_step, .. } => {
                 self.flush()?;
-                self.store.drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
+                self.store.borrow_mut().drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
             }
             Record::Scalar { key, step, value, wall_time } => self.pending.push(MetricPoint {
                 key: key.clone(),
@@ -49,7 +47,7 @@ impl Sink for StoreSink<'_> {
 
     fn flush(&mut self) -> Result<(), TrackingError> {
         if !self.pending.is_empty() {
-            self.store.upsert_metrics(&self.run_id, &self.pending)?;
+            self.store.borrow_mut().upsert_metrics(&self.run_id, &self.pending)?;
             self.pending.clear();
         }
         Ok(())

@@ -134,7 +134,6 @@ fn stream(seed: u64, tag: &str, a: u64, b: u64) -> Rng {
     Rng::new(xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
 }
 
-/// The latent distributions of one image, unflipped and (with random flips) flipped.
 /// One training image: its cached latent distributions (centre crop), or, with random
 /// crops, the file to crop and encode afresh at every use.
 enum Example {
@@ -142,12 +141,14 @@ enum Example {
     RandomCrop(PathBuf),
 }
 
-/// Every record goes to the journal first (the source of truth), then to the lineage store,
-/// TensorBoard (on a background thread) and W&B (when enabled; it spools to disk and delivers
-/// in the background, so it never waits for the network).
+/// Every record goes to the journal first (the source of truth), then to the lineage store's
+/// metrics and TensorBoard (each on a background thread) and W&B (when enabled; it spools to
+/// disk and delivers in the background, so it never waits for the network). `lineage` takes
+/// what is not a record: checkpoints and artifacts.
 struct Sinks<'a> {
     journal: Journal,
-    store: StoreSink<'a>,
+    store: Background,
+    lineage: &'a mut Store,
     tensorboard: Option<Background>,
     wandb: Option<WandbSink>,
 }
@@ -166,6 +167,9 @@ impl Sinks<'_> {
     }
 
     fn flush(&mut self) -> Result<(), TrackingError> {
+        // The background sinks flush while the journal syncs.
+        self.store.start_flush()?;
+        self.optional().try_for_each(|s| s.start_flush())?;
         self.journal.flush()?;
         self.store.flush()?;
         self.optional().try_for_each(|s| s.flush())
@@ -334,7 +338,10 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         }
         None => None,
     };
-    let mut sinks = Sinks { journal, store: StoreSink::new(store, &job.run_id), tensorboard, wandb };
+    // The metrics sink has a connection of its own, on its own thread.
+    let metrics = StoreSink::new(Store::open(store.path())?, &job.run_id);
+    let metrics = Background::spawn(metrics, 4096, store.path());
+    let mut sinks = Sinks { journal, store: metrics, lineage: store, tensorboard, wandb };
     let mut hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
         ("train.prior_loss_weight", json!(t.prior_loss_weight)),
@@ -547,7 +554,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             let saved = checkpoint::save(&ckpt_dir, &model.unet_vars, text_vars, opt, &state)?;
             sinks.flush()?;
             let rel = saved.path.strip_prefix(&job.run_dir).unwrap_or(&saved.path).display().to_string();
-            sinks.store.store_mut().add_checkpoint(
+            sinks.lineage.add_checkpoint(
                 &job.run_id,
                 step as i64,
                 &rel,
@@ -557,7 +564,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             )?;
             if let Some(limit) = cfg.checkpoint.total_limit {
                 for removed in checkpoint::prune(&ckpt_dir, limit as usize, best.map(|(s, _)| s)) {
-                    sinks.store.store_mut().remove_checkpoint(&job.run_id, removed as i64)?;
+                    sinks.lineage.remove_checkpoint(&job.run_id, removed as i64)?;
                 }
             }
         }
@@ -652,7 +659,7 @@ fn validate(
             )?;
             let rel = path.strip_prefix(&job.run_dir).unwrap_or(&path).to_path_buf();
             let meta = json!({"prompt": prompt, "seed": seed, "steps": v.steps, "guidance": v.guidance}).to_string();
-            sinks.store.store_mut().add_artifact(
+            sinks.lineage.add_artifact(
                 &job.run_id,
                 Some(step as i64),
                 "validation_sample",
