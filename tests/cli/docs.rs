@@ -16,7 +16,8 @@ fn every_store_table_and_column_is_documented() {
     let path = dir.path().join("db.sqlite");
     dbsweep::store::Store::open(&path).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut tables = conn.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").unwrap();
+    let mut tables =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").unwrap();
     let tables: Vec<String> = tables.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     assert!(tables.len() >= 10, "{tables:?}");
     let mut missing = Vec::new();
