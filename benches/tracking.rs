@@ -55,6 +55,8 @@ fn feed(n: usize, sinks: &mut [&mut dyn Sink]) -> f64 {
 }
 
 fn main() {
+    // As the dbsweep binary does (src/main.rs).
+    dbsweep::allocator::keep_freed_memory();
     let n = 200_000usize;
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();

@@ -79,9 +79,8 @@ fn ms_from_json(line: &str) -> Option<f64> {
 }
 
 fn main() {
-    // As the dbsweep binary does (src/main.rs): never purge freed memory back to the kernel.
-    // SAFETY: sets a process-wide allocator option at start-up.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    // As the dbsweep binary does (src/main.rs).
+    dbsweep::allocator::keep_freed_memory();
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<usize> = spec.split(',').map(|s| s.parse().unwrap()).collect();
         println!("{{\"ms_per_step\": {}}}", child(v[0], v[1], v[2]));

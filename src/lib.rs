@@ -19,6 +19,7 @@
 //! [`rng`] is the project's own seeded random generator, identical on every machine.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod atomic_file;
 pub mod cli;
 pub mod config;
