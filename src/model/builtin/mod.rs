@@ -1,7 +1,9 @@
-//! `builtin:tiny`: a tiny Stable Diffusion of the real architecture, so that every command runs
-//! on a laptop CPU with nothing downloaded.
+//! Built-in models, so that every command runs with nothing downloaded: `builtin:tiny`, a tiny
+//! Stable Diffusion of the real architecture that trains on a laptop CPU (the default), and
+//! `builtin:sd15-shape`, SD 1.5's architecture and sizes with random weights, for timing and
+//! memory checks of real-size training on a GPU (its images are noise).
 //!
-//! Its weights are drawn from a fixed seed with the project's own generator, tensor by tensor
+//! Their weights are drawn from a fixed seed with the project's own generator, tensor by tensor
 //! (each from a stream keyed by the tensor's name), with only IEEE-exact arithmetic (uniform
 //! draws scaled by `1/sqrt(fan_in)`, PyTorch's default bound), so the model is bit-identical on
 //! every machine. On first use it is written as an ordinary diffusers-layout folder under
@@ -21,10 +23,31 @@ use super::vae::{AutoencoderKL, VaeConfig};
 use super::weights;
 use crate::rng::Rng;
 
-/// The model name users write.
+/// The default model's name.
 pub const NAME: &str = "builtin:tiny";
-/// Folder name under `ROOT/models/`; bump the version when the architecture or init changes.
-const FOLDER: &str = "builtin-tiny-v1";
+
+/// A built-in model.
+struct Builtin {
+    /// The name users write.
+    name: &'static str,
+    /// Folder name under `ROOT/models/`; bump the version when the architecture or init changes.
+    folder: &'static str,
+    unet: fn() -> Value,
+    vae: fn() -> Value,
+    text: fn() -> Value,
+}
+
+const MODELS: [Builtin; 2] = [
+    Builtin { name: NAME, folder: "builtin-tiny-v1", unet: unet_config, vae: vae_config, text: text_config },
+    Builtin {
+        name: "builtin:sd15-shape",
+        folder: "builtin-sd15-shape-v1",
+        unet: sd15_unet_config,
+        vae: sd15_vae_config,
+        text: sd15_text_config,
+    },
+];
+
 /// Seed of every weight.
 const SEED: u64 = 0xDB5_EE9;
 
@@ -84,6 +107,58 @@ fn text_config() -> Value {
     })
 }
 
+/// runwayml/stable-diffusion-v1-5's UNet.
+fn sd15_unet_config() -> Value {
+    json!({
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 64,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [320, 640, 1280, 1280],
+        "layers_per_block": 2,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 768,
+        "norm_num_groups": 32,
+        "use_linear_projection": false,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0
+    })
+}
+
+/// SD 1.5's VAE.
+fn sd15_vae_config() -> Value {
+    json!({
+        "_class_name": "AutoencoderKL",
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "norm_num_groups": 32,
+        "sample_size": 512,
+        "scaling_factor": 0.18215
+    })
+}
+
+/// CLIP ViT-L/14's text encoder (SD 1.5's), with the built-in 1000-token vocabulary.
+fn sd15_text_config() -> Value {
+    let mut config = text_config();
+    let fields = json!({
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12
+    });
+    for (k, v) in fields.as_object().expect("object") {
+        config[k] = v.clone();
+    }
+    config
+}
+
 fn scheduler_config() -> Value {
     json!({
         "_class_name": "DDIMScheduler",
@@ -125,32 +200,35 @@ fn tokenizer_config() -> Value {
     })
 }
 
-/// The folder `model` names: the built-in model (written under `models_dir` on first use) or
-/// a path to a diffusers-layout folder.
+/// The folder `model` names: a built-in model (written under `models_dir` on first use) or a
+/// path to a diffusers-layout folder.
 pub fn resolve(model: &str, models_dir: &Path) -> Result<PathBuf> {
-    match model {
-        NAME => materialize(models_dir),
-        other if other.starts_with("builtin:") => Err(ModelError::Layout {
-            folder: PathBuf::from(other),
-            what: "this built-in model".into(),
-            expected: format!("`{NAME}` or a model folder"),
-        }),
-        path => Ok(PathBuf::from(path)),
+    if let Some(spec) = MODELS.iter().find(|m| m.name == model) {
+        return materialize(spec, models_dir);
     }
+    if model.starts_with("builtin:") {
+        let names: Vec<String> = MODELS.iter().map(|m| format!("`{}`", m.name)).collect();
+        return Err(ModelError::Layout {
+            folder: PathBuf::from(model),
+            what: "this built-in model".into(),
+            expected: format!("{} or a model folder", names.join(", ")),
+        });
+    }
+    Ok(PathBuf::from(model))
 }
 
 /// The folder of the built-in model under `models_dir`, written on first use. Concurrent
 /// first uses are safe: each writes a private temporary folder and renames it into place.
-pub fn materialize(models_dir: &Path) -> Result<PathBuf> {
-    let dir = models_dir.join(FOLDER);
+fn materialize(spec: &Builtin, models_dir: &Path) -> Result<PathBuf> {
+    let dir = models_dir.join(spec.folder);
     if dir.join("model_index.json").exists() {
         return Ok(dir);
     }
-    let tmp = models_dir.join(format!(".{FOLDER}.tmp-{}", std::process::id()));
+    let tmp = models_dir.join(format!(".{}.tmp-{}", spec.folder, std::process::id()));
     let write_err =
         |path: &Path, e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
     let _ = std::fs::remove_dir_all(&tmp);
-    write_folder(&tmp)?;
+    write_folder(spec, &tmp)?;
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
         Err(_) if dir.join("model_index.json").exists() => {
@@ -161,7 +239,7 @@ pub fn materialize(models_dir: &Path) -> Result<PathBuf> {
     }
 }
 
-fn write_folder(dir: &Path) -> Result<()> {
+fn write_folder(spec: &Builtin, dir: &Path) -> Result<()> {
     let write = |rel: &str, text: String| -> Result<()> {
         let path = dir.join(rel);
         let parent = path.parent().expect("relative path has a parent");
@@ -170,17 +248,17 @@ fn write_folder(dir: &Path) -> Result<()> {
             .map_err(|e| ModelError::Write { path: path.clone(), message: e.to_string() })
     };
     let pretty = |v: Value| serde_json::to_string_pretty(&v).expect("json");
-    write("unet/config.json", pretty(unet_config()))?;
-    write("vae/config.json", pretty(vae_config()))?;
-    write("text_encoder/config.json", pretty(text_config()))?;
+    write("unet/config.json", pretty((spec.unet)()))?;
+    write("vae/config.json", pretty((spec.vae)()))?;
+    write("text_encoder/config.json", pretty((spec.text)()))?;
     write("scheduler/scheduler_config.json", pretty(scheduler_config()))?;
     write("tokenizer/vocab.json", VOCAB.to_string())?;
     write("tokenizer/merges.txt", MERGES.to_string())?;
     write("tokenizer/tokenizer_config.json", pretty(tokenizer_config()))?;
     let dev = Device::Cpu;
-    let here = Path::new(NAME);
+    let here = Path::new(spec.name);
     let unet_vars = VarMap::new();
-    let unet_cfg: UNetConfig = serde_json::from_value(unet_config()).expect("valid built-in config");
+    let unet_cfg: UNetConfig = serde_json::from_value((spec.unet)()).expect("valid built-in config");
     UNet2DConditionModel::new(
         VarBuilder::from_varmap(&unet_vars, DType::F32, &dev),
         &unet_cfg,
@@ -188,10 +266,10 @@ fn write_folder(dir: &Path) -> Result<()> {
         AttentionMode::Full,
     )?;
     let vae_vars = VarMap::new();
-    let vae_cfg: VaeConfig = serde_json::from_value(vae_config()).expect("valid built-in config");
+    let vae_cfg: VaeConfig = serde_json::from_value((spec.vae)()).expect("valid built-in config");
     AutoencoderKL::new(VarBuilder::from_varmap(&vae_vars, DType::F32, &dev), &vae_cfg, here)?;
     let text_vars = VarMap::new();
-    let text_cfg: ClipTextConfig = serde_json::from_value(text_config()).expect("valid built-in config");
+    let text_cfg: ClipTextConfig = serde_json::from_value((spec.text)()).expect("valid built-in config");
     ClipTextModel::new(VarBuilder::from_varmap(&text_vars, DType::F32, &dev), &text_cfg, here)?;
     for (vars, rel) in [
         (&unet_vars, "unet/diffusion_pytorch_model.safetensors"),
@@ -234,10 +312,10 @@ mod tests {
     #[test]
     fn materialises_once_loads_and_is_identical_everywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let a = materialize(dir.path()).unwrap();
+        let a = resolve(NAME, dir.path()).unwrap();
         let modified =
             std::fs::metadata(a.join("unet/diffusion_pytorch_model.safetensors")).unwrap().modified().unwrap();
-        assert_eq!(materialize(dir.path()).unwrap(), a);
+        assert_eq!(resolve(NAME, dir.path()).unwrap(), a);
         let again = std::fs::metadata(a.join("unet/diffusion_pytorch_model.safetensors")).unwrap().modified().unwrap();
         assert_eq!(modified, again, "second use does not rewrite");
         let model = StableDiffusion::load(&a, &Device::Cpu, AttentionMode::Full).unwrap();
@@ -247,7 +325,8 @@ mod tests {
         let w = model.unet_vars.data().lock().unwrap()["conv_in.weight"].as_tensor().clone();
         let sum: f64 = w.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|&x| x as f64).sum();
         let other = tempfile::tempdir().unwrap();
-        let b = StableDiffusion::load(&materialize(other.path()).unwrap(), &Device::Cpu, AttentionMode::Full).unwrap();
+        let b =
+            StableDiffusion::load(&resolve(NAME, other.path()).unwrap(), &Device::Cpu, AttentionMode::Full).unwrap();
         let w2 = b.unet_vars.data().lock().unwrap()["conv_in.weight"].as_tensor().clone();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(flat(&w), flat(&w2));
@@ -256,4 +335,51 @@ mod tests {
     }
 
     const PINNED_CONV_IN_SUM: &str = "-1.089110";
+
+    /// Hands out zero-sized broadcasts of the asked shapes and counts their elements, so a
+    /// full-size architecture can be built without allocating its weights.
+    struct CountingBackend(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl candle_nn::var_builder::SimpleBackend for CountingBackend {
+        fn get(
+            &self,
+            s: candle_core::Shape,
+            _: &str,
+            _: candle_nn::Init,
+            dtype: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            self.0.fetch_add(s.elem_count(), std::sync::atomic::Ordering::Relaxed);
+            Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("unexpected unchecked get of {name}")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// Parameters of the model `build` makes.
+    fn parameters(build: impl FnOnce(VarBuilder<'static>) -> Result<()>) -> usize {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backend = Box::new(CountingBackend(std::sync::Arc::clone(&count)));
+        build(VarBuilder::from_backend(backend, DType::F32, Device::Cpu)).unwrap();
+        count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn sd15_shape_has_the_parameter_counts_of_stable_diffusion_1_5() {
+        let spec = MODELS.iter().find(|m| m.name == "builtin:sd15-shape").unwrap();
+        let here = Path::new(spec.name);
+        let unet: UNetConfig = serde_json::from_value((spec.unet)()).unwrap();
+        let vae: VaeConfig = serde_json::from_value((spec.vae)()).unwrap();
+        let text: ClipTextConfig = serde_json::from_value((spec.text)()).unwrap();
+        // diffusers' counts for runwayml/stable-diffusion-v1-5 (`sum(p.numel())`); the text
+        // encoder's token table has 1000 rows here instead of 49408.
+        let unet_n = parameters(|vb| UNet2DConditionModel::new(vb, &unet, here, AttentionMode::Full).map(drop));
+        assert_eq!(unet_n, 859_520_964);
+        assert_eq!(parameters(|vb| AutoencoderKL::new(vb, &vae, here).map(drop)), 83_653_863);
+        assert_eq!(parameters(|vb| ClipTextModel::new(vb, &text, here).map(drop)), 123_060_480 - 48_408 * 768);
+    }
 }
