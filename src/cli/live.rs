@@ -70,7 +70,7 @@ impl View {
             writeln!(out, "{}", event.line())?;
         }
         let width = 30;
-        let filled = if self.total == 0 { width } else { self.done * width / self.total };
+        let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
         let block: Vec<String> = self
             .running
             .values()

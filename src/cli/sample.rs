@@ -52,7 +52,7 @@ pub struct SampleArgs {
 
 /// Samples and writes `sample-NN-seedS.png` files; prints their paths.
 pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mut dyn Write) -> Result<(), Error> {
-    if args.steps == 0 || args.n == 0 || !(args.guidance >= 0.0) {
+    if args.steps == 0 || args.n == 0 || args.guidance.is_nan() || args.guidance < 0.0 {
         return Err(Error::Usage(format!(
             "--steps and --n must be at least 1 and --guidance at least 0 (got steps {}, n {}, guidance {})",
             args.steps, args.n, args.guidance

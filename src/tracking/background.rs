@@ -135,7 +135,7 @@ impl Sink for Background {
         self.batch.push(record.clone());
         // The clock is read on every eighth record only (a clock read costs as much as the push).
         let len = self.batch.len();
-        if len >= BATCH || (len % 8 == 0 && self.batch_started.elapsed() >= BATCH_AGE) {
+        if len >= BATCH || (len.is_multiple_of(8) && self.batch_started.elapsed() >= BATCH_AGE) {
             self.send_batch()?;
         }
         Ok(())

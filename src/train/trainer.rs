@@ -355,7 +355,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     // Whatever the sweep varies is a hyperparameter too (the HParams tab compares on it).
-    hparams.extend(swept.into_iter());
+    hparams.extend(swept);
     sinks.emit(Record::Start {
         run_id: job.run_id.clone(),
         attempt: job.attempt,

@@ -8,7 +8,10 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-fn read_png(path: &Path) -> (Vec<u8>, Vec<(String, String)>, (u32, u32)) {
+/// A PNG's pixels, text chunks (keyword, text) and size.
+type Png = (Vec<u8>, Vec<(String, String)>, (u32, u32));
+
+fn read_png(path: &Path) -> Png {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let text = reader.info().uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
