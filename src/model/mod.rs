@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod builtin;
 pub mod clip;
+pub mod conv;
 pub mod device;
 pub mod error;
 pub mod json;

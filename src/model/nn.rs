@@ -6,11 +6,14 @@
 //! (huggingface/candle#3569). Trained modules therefore use [`LayerNorm`] below, composed from
 //! differentiable primitives, and attention with its own backward ([`super::attention`]); the
 //! parity tests against PyTorch guard both.
-//! Linear, conv2d, group norm, embedding, gelu, silu and sigmoid backpropagate correctly and
-//! are taken from candle as they are.
+//! Convolutions are the project's own for speed ([`super::conv`]). Linear, group norm,
+//! embedding, gelu, silu and sigmoid backpropagate correctly and are taken from candle as
+//! they are.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Init, Linear, VarBuilder};
+
+use super::conv::Conv2d;
 
 /// Layer normalisation over the last dimension with learned scale and shift.
 #[derive(Clone, Debug)]
@@ -40,7 +43,7 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
     if bias { candle_nn::linear(in_dim, out_dim, vb) } else { candle_nn::linear_no_bias(in_dim, out_dim, vb) }
 }
 
-/// A square-kernel 2-D convolution with bias.
+/// A square-kernel 2-D convolution with bias (see [`super::conv`]).
 pub fn conv2d(
     in_ch: usize,
     out_ch: usize,
@@ -49,8 +52,7 @@ pub fn conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
-    candle_nn::conv2d(in_ch, out_ch, kernel, cfg, vb)
+    Conv2d::new(in_ch, out_ch, kernel, stride, padding, vb)
 }
 
 /// Group normalisation.
