@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
+use rayon::prelude::*;
 
 /// A square-kernel convolution with bias, stride and zero padding on every side.
 #[derive(Clone, Debug)]
@@ -72,6 +73,14 @@ impl Module for Conv2d {
     }
 }
 
+/// The elements of a contiguous f32 tensor on the CPU, or an error naming `what`.
+pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(x), Some((start, end))) => Ok(&x[start..end]),
+        _ => candle_core::bail!("{what} must be a contiguous f32 tensor"),
+    }
+}
+
 /// im2col: [b, c, h, w] to [b, c·k·k, oh·ow], zeros where the kernel reaches the padding.
 struct Unfold(Geometry);
 
@@ -83,15 +92,13 @@ impl CustomOp1 for Unfold {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let (b, c, h, w) = layout.shape().dims4()?;
-        let x = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(x), Some((start, end))) => &x[start..end],
-            _ => candle_core::bail!("unfold takes a contiguous f32 tensor"),
-        };
+        let x = f32_slice(storage, layout, "unfold's input")?;
         let (oh, ow) = g.output(h, w);
         let (rows, len) = (c * g.kernel * g.kernel, oh * ow);
         let mut out = vec![0f32; b * rows * len];
         for (image, cols) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(rows * len)) {
-            for (row, col) in cols.chunks_exact_mut(len).enumerate() {
+            // Rows in parallel, on candle's thread pool (RAYON_NUM_THREADS).
+            cols.par_chunks_exact_mut(len).enumerate().for_each(|(row, col)| {
                 let (ci, ky, kx) = (row / (g.kernel * g.kernel), row / g.kernel % g.kernel, row % g.kernel);
                 let plane = &image[ci * h * w..(ci + 1) * h * w];
                 for oy in 0..oh {
@@ -102,7 +109,7 @@ impl CustomOp1 for Unfold {
                         }
                     }
                 }
-            }
+            });
         }
         Ok((CpuStorage::F32(out), Shape::from((b, rows, len))))
     }
@@ -125,27 +132,28 @@ impl CustomOp1 for Fold {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (g, h, w) = (self.0, self.1, self.2);
         let (b, rows, len) = layout.shape().dims3()?;
-        let cols = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(x), Some((start, end))) => &x[start..end],
-            _ => candle_core::bail!("fold takes a contiguous f32 tensor"),
-        };
+        let cols = f32_slice(storage, layout, "fold's input")?;
         let c = rows / (g.kernel * g.kernel);
         let (oh, ow) = g.output(h, w);
         debug_assert_eq!(len, oh * ow);
         let mut out = vec![0f32; b * c * h * w];
+        let per_channel = g.kernel * g.kernel;
         for (columns, image) in cols.chunks_exact(rows * len).zip(out.chunks_exact_mut(c * h * w)) {
-            for (row, col) in columns.chunks_exact(len).enumerate() {
-                let (ci, ky, kx) = (row / (g.kernel * g.kernel), row / g.kernel % g.kernel, row % g.kernel);
-                let plane = &mut image[ci * h * w..(ci + 1) * h * w];
-                for oy in 0..oh {
-                    let Some(iy) = (oy * g.stride + ky).checked_sub(g.padding).filter(|&y| y < h) else { continue };
-                    for ox in 0..ow {
-                        if let Some(ix) = (ox * g.stride + kx).checked_sub(g.padding).filter(|&x| x < w) {
-                            plane[iy * w + ix] += col[oy * ow + ox];
+            // Channels in parallel: each sums its own k·k rows into its own plane.
+            let planes = image.par_chunks_exact_mut(h * w).zip(columns.par_chunks_exact(per_channel * len));
+            planes.for_each(|(plane, channel_rows)| {
+                for (row, col) in channel_rows.chunks_exact(len).enumerate() {
+                    let (ky, kx) = (row / g.kernel, row % g.kernel);
+                    for oy in 0..oh {
+                        let Some(iy) = (oy * g.stride + ky).checked_sub(g.padding).filter(|&y| y < h) else { continue };
+                        for ox in 0..ow {
+                            if let Some(ix) = (ox * g.stride + kx).checked_sub(g.padding).filter(|&x| x < w) {
+                                plane[iy * w + ix] += col[oy * ow + ox];
+                            }
                         }
                     }
                 }
-            }
+            });
         }
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }

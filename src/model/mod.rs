@@ -10,6 +10,7 @@ pub mod clip;
 pub mod conv;
 pub mod device;
 pub mod error;
+pub mod group_norm;
 pub mod json;
 pub mod nn;
 pub mod pipeline;

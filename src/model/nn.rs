@@ -6,14 +6,15 @@
 //! (huggingface/candle#3569). Trained modules therefore use [`LayerNorm`] below, composed from
 //! differentiable primitives, and attention with its own backward ([`super::attention`]); the
 //! parity tests against PyTorch guard both.
-//! Convolutions are the project's own for speed ([`super::conv`]). Linear, group norm,
-//! embedding, gelu, silu and sigmoid backpropagate correctly and are taken from candle as
-//! they are.
+//! Convolutions and group norm are the project's own for speed ([`super::conv`],
+//! [`super::group_norm`]). Linear, embedding, gelu, silu and sigmoid backpropagate correctly
+//! and are taken from candle as they are.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 
 use super::conv::Conv2d;
+use super::group_norm::GroupNorm;
 
 /// Layer normalisation over the last dimension with learned scale and shift.
 #[derive(Clone, Debug)]
@@ -55,9 +56,9 @@ pub fn conv2d(
     Conv2d::new(in_ch, out_ch, kernel, stride, padding, vb)
 }
 
-/// Group normalisation.
+/// Group normalisation (see [`super::group_norm`]).
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    GroupNorm::new(groups, channels, eps, vb)
 }
 
 /// `x * sigmoid(1.702 x)`: CLIP's original GELU approximation.

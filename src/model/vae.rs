@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use candle_core::{D, Module, Result as CResult, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{AttentionMode, attention};
 use super::conv::Conv2d;
 use super::error::{ModelError, Result};
+use super::group_norm::GroupNorm;
 use super::nn::{conv2d, group_norm, linear};
 use super::unet::ResnetBlock2D;
 

@@ -2,10 +2,11 @@
 //! `Transformer2DModel` with `BasicTransformerBlock`s, and the down, mid and up blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::conv::Conv2d;
+use crate::model::group_norm::GroupNorm;
 use crate::model::nn::{LayerNorm, conv2d, group_norm, linear};
 
 /// Two group-norm + SiLU + 3x3 convolutions with the time embedding added in between.

@@ -10,7 +10,7 @@ mod config;
 use std::path::Path;
 
 use candle_core::{DType, Module, Result as CResult, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 pub use blocks::{ResnetBlock2D, Transformer2D, TransformerSpec};
 pub use config::{Level, UNetConfig};
@@ -18,6 +18,7 @@ pub use config::{Level, UNetConfig};
 use super::attention::AttentionMode;
 use super::conv::Conv2d;
 use super::error::Result;
+use super::group_norm::GroupNorm;
 use super::nn::{conv2d, group_norm, linear};
 
 #[derive(Clone, Debug)]
