@@ -62,6 +62,10 @@ impl Module for Conv2d {
             return xs.conv2d(&self.weight, g.padding, g.stride, 1, 1)?.broadcast_add(&bias);
         }
         let (b, c, h, w) = xs.dims4()?;
+        if h.min(w) + 2 * g.padding < g.kernel {
+            let (k, p) = (g.kernel, g.padding);
+            candle_core::bail!("conv2d: a {h}x{w} input with padding {p} is smaller than the {k}x{k} kernel");
+        }
         let (oh, ow) = g.output(h, w);
         let columns = if g == (Geometry { kernel: 1, stride: 1, padding: 0 }) {
             xs.reshape((b, c, h * w))?
@@ -199,5 +203,16 @@ mod tests {
                 assert!(max_abs_diff(a, b) < 1e-5, "{kernel} {stride} {padding}: gradients differ {a} {b}");
             }
         }
+    }
+
+    #[test]
+    fn an_input_smaller_than_the_kernel_is_an_error_not_a_panic() {
+        let conv = Conv2d {
+            weight: random(&[2, 1, 3, 3], 1).as_tensor().clone(),
+            bias: random(&[2], 2).as_tensor().clone(),
+            geometry: Geometry { kernel: 3, stride: 2, padding: 0 },
+        };
+        let err = conv.forward(random(&[1, 1, 2, 5], 3).as_tensor()).unwrap_err().to_string();
+        assert!(err.contains("a 2x5 input with padding 0 is smaller than the 3x3 kernel"), "{err}");
     }
 }
