@@ -13,9 +13,6 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::conv::Conv2d;
-use super::group_norm::GroupNorm;
-
 /// Layer normalisation over the last dimension with learned scale and shift.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
@@ -42,23 +39,6 @@ impl Module for LayerNorm {
 /// A linear layer, with or without bias.
 pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     if bias { candle_nn::linear(in_dim, out_dim, vb) } else { candle_nn::linear_no_bias(in_dim, out_dim, vb) }
-}
-
-/// A square-kernel 2-D convolution with bias (see [`super::conv`]).
-pub fn conv2d(
-    in_ch: usize,
-    out_ch: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
-    Conv2d::new(in_ch, out_ch, kernel, stride, padding, vb)
-}
-
-/// Group normalisation (see [`super::group_norm`]).
-pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    GroupNorm::new(groups, channels, eps, vb)
 }
 
 /// `x * sigmoid(1.702 x)`: CLIP's original GELU approximation.

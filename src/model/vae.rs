@@ -10,7 +10,7 @@ use super::attention::{AttentionMode, attention};
 use super::conv::Conv2d;
 use super::error::{ModelError, Result};
 use super::group_norm::GroupNorm;
-use super::nn::{conv2d, group_norm, linear};
+use super::nn::linear;
 use super::unet::ResnetBlock2D;
 
 /// `vae/config.json`.
@@ -81,7 +81,7 @@ impl MidBlock {
         let attention = if with_attention {
             let a = vb.pp("attentions.0");
             Some((
-                group_norm(groups, c, 1e-6, a.pp("group_norm"))?,
+                GroupNorm::new(groups, c, 1e-6, a.pp("group_norm"))?,
                 linear(c, c, true, a.pp("to_q"))?,
                 linear(c, c, true, a.pp("to_k"))?,
                 linear(c, c, true, a.pp("to_v"))?,
@@ -185,7 +185,7 @@ impl AutoencoderKL {
                     )
                 })
                 .collect::<CResult<_>>()?;
-            let resample = (i + 1 < n).then(|| conv2d(c, c, 3, 2, 0, vb.pp("downsamplers.0.conv"))).transpose()?;
+            let resample = (i + 1 < n).then(|| Conv2d::new(c, c, 3, 2, 0, vb.pp("downsamplers.0.conv"))).transpose()?;
             enc_levels.push(Level { resnets, resample });
         }
         let top = chans[n - 1];
@@ -207,29 +207,29 @@ impl AutoencoderKL {
                     )
                 })
                 .collect::<CResult<_>>()?;
-            let resample = (i + 1 < n).then(|| conv2d(c, c, 3, 1, 1, vb.pp("upsamplers.0.conv"))).transpose()?;
+            let resample = (i + 1 < n).then(|| Conv2d::new(c, c, 3, 1, 1, vb.pp("upsamplers.0.conv"))).transpose()?;
             dec_levels.push(Level { resnets, resample });
             prev = c;
         }
         Ok(Self {
-            enc_conv_in: conv2d(cfg.in_channels, chans[0], 3, 1, 1, enc.pp("conv_in"))?,
+            enc_conv_in: Conv2d::new(cfg.in_channels, chans[0], 3, 1, 1, enc.pp("conv_in"))?,
             enc_levels,
             enc_mid: MidBlock::new(enc.pp("mid_block"), top, g, cfg.mid_block_add_attention)?,
-            enc_norm_out: group_norm(g, top, 1e-6, enc.pp("conv_norm_out"))?,
-            enc_conv_out: conv2d(top, 2 * lat, 3, 1, 1, enc.pp("conv_out"))?,
+            enc_norm_out: GroupNorm::new(g, top, 1e-6, enc.pp("conv_norm_out"))?,
+            enc_conv_out: Conv2d::new(top, 2 * lat, 3, 1, 1, enc.pp("conv_out"))?,
             quant_conv: cfg
                 .use_quant_conv
-                .then(|| conv2d(2 * lat, 2 * lat, 1, 1, 0, vb.pp("quant_conv")))
+                .then(|| Conv2d::new(2 * lat, 2 * lat, 1, 1, 0, vb.pp("quant_conv")))
                 .transpose()?,
             post_quant_conv: cfg
                 .use_post_quant_conv
-                .then(|| conv2d(lat, lat, 1, 1, 0, vb.pp("post_quant_conv")))
+                .then(|| Conv2d::new(lat, lat, 1, 1, 0, vb.pp("post_quant_conv")))
                 .transpose()?,
-            dec_conv_in: conv2d(lat, top, 3, 1, 1, dec.pp("conv_in"))?,
+            dec_conv_in: Conv2d::new(lat, top, 3, 1, 1, dec.pp("conv_in"))?,
             dec_mid: MidBlock::new(dec.pp("mid_block"), top, g, cfg.mid_block_add_attention)?,
             dec_levels,
-            dec_norm_out: group_norm(g, chans[0], 1e-6, dec.pp("conv_norm_out"))?,
-            dec_conv_out: conv2d(chans[0], cfg.out_channels, 3, 1, 1, dec.pp("conv_out"))?,
+            dec_norm_out: GroupNorm::new(g, chans[0], 1e-6, dec.pp("conv_norm_out"))?,
+            dec_conv_out: Conv2d::new(chans[0], cfg.out_channels, 3, 1, 1, dec.pp("conv_out"))?,
             config: cfg.clone(),
         })
     }

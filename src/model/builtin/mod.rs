@@ -107,56 +107,45 @@ fn text_config() -> Value {
     })
 }
 
+/// `base` with the keys of `fields` replaced.
+fn patched(mut base: Value, fields: Value) -> Value {
+    for (key, value) in fields.as_object().expect("an object") {
+        base[key] = value.clone();
+    }
+    base
+}
+
 /// runwayml/stable-diffusion-v1-5's UNet.
 fn sd15_unet_config() -> Value {
-    json!({
-        "_class_name": "UNet2DConditionModel",
-        "sample_size": 64,
-        "in_channels": 4,
-        "out_channels": 4,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "block_out_channels": [320, 640, 1280, 1280],
-        "layers_per_block": 2,
-        "attention_head_dim": 8,
-        "cross_attention_dim": 768,
-        "norm_num_groups": 32,
-        "use_linear_projection": false,
-        "flip_sin_to_cos": true,
-        "freq_shift": 0
-    })
+    patched(
+        unet_config(),
+        json!({
+            "sample_size": 64,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "block_out_channels": [320, 640, 1280, 1280],
+            "layers_per_block": 2,
+            "attention_head_dim": 8,
+            "cross_attention_dim": 768,
+            "norm_num_groups": 32
+        }),
+    )
 }
 
 /// SD 1.5's VAE.
 fn sd15_vae_config() -> Value {
-    json!({
-        "_class_name": "AutoencoderKL",
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-        "block_out_channels": [128, 256, 512, 512],
-        "layers_per_block": 2,
-        "latent_channels": 4,
-        "norm_num_groups": 32,
-        "sample_size": 512,
-        "scaling_factor": 0.18215
-    })
+    patched(
+        vae_config(),
+        json!({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512}),
+    )
 }
 
 /// CLIP ViT-L/14's text encoder (SD 1.5's), with the built-in 1000-token vocabulary.
 fn sd15_text_config() -> Value {
-    let mut config = text_config();
-    let fields = json!({
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12
-    });
-    for (k, v) in fields.as_object().expect("object") {
-        config[k] = v.clone();
-    }
-    config
+    patched(
+        text_config(),
+        json!({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}),
+    )
 }
 
 fn scheduler_config() -> Value {

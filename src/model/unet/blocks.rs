@@ -7,7 +7,7 @@ use candle_nn::{Linear, VarBuilder};
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::conv::Conv2d;
 use crate::model::group_norm::GroupNorm;
-use crate::model::nn::{LayerNorm, conv2d, group_norm, linear};
+use crate::model::nn::{LayerNorm, linear};
 
 /// Two group-norm + SiLU + 3x3 convolutions with the time embedding added in between.
 #[derive(Clone, Debug)]
@@ -31,13 +31,13 @@ impl ResnetBlock2D {
         eps: f64,
     ) -> Result<Self> {
         Ok(Self {
-            norm1: group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
-            conv1: conv2d(in_ch, out_ch, 3, 1, 1, vb.pp("conv1"))?,
+            norm1: GroupNorm::new(groups, in_ch, eps, vb.pp("norm1"))?,
+            conv1: Conv2d::new(in_ch, out_ch, 3, 1, 1, vb.pp("conv1"))?,
             time_emb_proj: temb_dim.map(|d| linear(d, out_ch, true, vb.pp("time_emb_proj"))).transpose()?,
-            norm2: group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
-            conv2: conv2d(out_ch, out_ch, 3, 1, 1, vb.pp("conv2"))?,
+            norm2: GroupNorm::new(groups, out_ch, eps, vb.pp("norm2"))?,
+            conv2: Conv2d::new(out_ch, out_ch, 3, 1, 1, vb.pp("conv2"))?,
             conv_shortcut: (in_ch != out_ch)
-                .then(|| conv2d(in_ch, out_ch, 1, 1, 0, vb.pp("conv_shortcut")))
+                .then(|| Conv2d::new(in_ch, out_ch, 1, 1, 0, vb.pp("conv_shortcut")))
                 .transpose()?,
         })
     }
@@ -175,7 +175,7 @@ impl Transformer2D {
             Ok(if s.linear_projection {
                 Projection::Linear(linear(c, c, true, vb.pp(name))?)
             } else {
-                Projection::Conv(conv2d(c, c, 1, 1, 0, vb.pp(name))?)
+                Projection::Conv(Conv2d::new(c, c, 1, 1, 0, vb.pp(name))?)
             })
         };
         let blocks = (0..s.layers)
@@ -190,7 +190,7 @@ impl Transformer2D {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            norm: group_norm(s.groups, c, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(s.groups, c, 1e-6, vb.pp("norm"))?,
             proj_in: projection("proj_in")?,
             blocks,
             proj_out: projection("proj_out")?,

@@ -19,7 +19,7 @@ use super::attention::AttentionMode;
 use super::conv::Conv2d;
 use super::error::Result;
 use super::group_norm::GroupNorm;
-use super::nn::{conv2d, group_norm, linear};
+use super::nn::linear;
 
 #[derive(Clone, Debug)]
 struct Block {
@@ -82,7 +82,9 @@ impl UNet2DConditionModel {
                 Vec::new()
             };
             let resample = (i + 1 < n)
-                .then(|| conv2d(l.channels, l.channels, 3, 2, cfg.downsample_padding, vb.pp("downsamplers.0.conv")))
+                .then(|| {
+                    Conv2d::new(l.channels, l.channels, 3, 2, cfg.downsample_padding, vb.pp("downsamplers.0.conv"))
+                })
                 .transpose()?;
             down.push(Block { resnets, attentions, resample });
         }
@@ -122,8 +124,9 @@ impl UNet2DConditionModel {
             } else {
                 Vec::new()
             };
-            let resample =
-                (i + 1 < n).then(|| conv2d(l.channels, l.channels, 3, 1, 1, vb.pp("upsamplers.0.conv"))).transpose()?;
+            let resample = (i + 1 < n)
+                .then(|| Conv2d::new(l.channels, l.channels, 3, 1, 1, vb.pp("upsamplers.0.conv")))
+                .transpose()?;
             up.push(Block { resnets, attentions, resample });
             prev_out = l.channels;
         }
@@ -133,12 +136,12 @@ impl UNet2DConditionModel {
             freq_shift: cfg.freq_shift,
             time_linear_1: linear(c0, temb_dim, true, vb.pp("time_embedding.linear_1"))?,
             time_linear_2: linear(temb_dim, temb_dim, true, vb.pp("time_embedding.linear_2"))?,
-            conv_in: conv2d(cfg.in_channels, c0, 3, 1, 1, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(cfg.in_channels, c0, 3, 1, 1, vb.pp("conv_in"))?,
             down,
             mid,
             up,
-            conv_norm_out: group_norm(groups, c0, eps, vb.pp("conv_norm_out"))?,
-            conv_out: conv2d(c0, cfg.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
+            conv_norm_out: GroupNorm::new(groups, c0, eps, vb.pp("conv_norm_out"))?,
+            conv_out: Conv2d::new(c0, cfg.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
 
