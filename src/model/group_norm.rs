@@ -6,8 +6,9 @@
 //! to normalise, and the backward pass computes the input gradient and the scale and shift
 //! gradients from the same statistics:
 //! `x̂ = (x − μ)·r`, `g = dy·γ`, `dx = r·(g − mean(g) − x̂·mean(g·x̂))` per group,
-//! `dγ = Σ dy·x̂`, `dβ = Σ dy` per channel. Statistics are accumulated in f64. Other devices
-//! and dtypes use candle-nn's.
+//! `dγ = Σ dy·x̂`, `dβ = Σ dy` per channel. Statistics are accumulated in f64, and each
+//! backward op recomputes them (one read of the input) rather than keeping them from the
+//! forward pass. Other devices and dtypes use candle-nn's.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;

@@ -279,7 +279,14 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let mut frozen_context = if cfg.train.train_text_encoder {
         None
     } else {
-        let rows = prompts.iter().map(|p| texts.prompt(&model, p)).collect::<Result<Vec<_>, _>>()?;
+        // Each distinct prompt once (a batch repeats them), then one row per example.
+        let mut distinct: BTreeMap<&str, Tensor> = BTreeMap::new();
+        for &p in &prompts {
+            if !distinct.contains_key(p) {
+                distinct.insert(p, texts.prompt(&model, p)?);
+            }
+        }
+        let rows: Vec<&Tensor> = prompts.iter().map(|p| &distinct[p]).collect();
         Some(Tensor::cat(&rows, 0)?.to_dtype(dtype)?)
     };
 
