@@ -5,17 +5,46 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{NOW, RunStatus, Store, StoreError};
 
-/// One scalar point.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricPoint {
-    /// Key.
-    pub key: String,
-    /// Step.
-    pub step: i64,
-    /// Value.
-    pub value: f64,
-    /// Seconds since the Unix epoch.
-    pub wall_time: f64,
+/// Scalar points of one run on their way into the store. Keys are kept once each, so adding a
+/// point of a key already seen allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct MetricBatch {
+    keys: Vec<String>,
+    points: Vec<BatchPoint>,
+}
+
+/// A point of a [`MetricBatch`]: its key as an index into the batch's keys.
+#[derive(Clone, Copy, Debug)]
+struct BatchPoint {
+    key: usize,
+    step: i64,
+    value: f64,
+    wall_time: f64,
+}
+
+impl MetricBatch {
+    /// Adds the point (`key`, `step`) with `value`, logged at `wall_time` (seconds since the
+    /// Unix epoch).
+    pub fn push(&mut self, key: &str, step: i64, value: f64, wall_time: f64) {
+        let key = match self.keys.iter().position(|k| k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key.to_string());
+                self.keys.len() - 1
+            }
+        };
+        self.points.push(BatchPoint { key, step, value, wall_time });
+    }
+
+    /// Whether no point is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Forgets the points (the keys stay known).
+    pub fn clear(&mut self) {
+        self.points.clear();
+    }
 }
 
 /// A checkpoint as the store records it.
@@ -131,9 +160,10 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `points` of run `id`; a point for an existing (key, step) replaces it, so replaying
-    /// a journal twice, or a resumed attempt redoing steps, leaves each point once.
-    pub fn upsert_metrics(&mut self, id: &str, points: &[MetricPoint]) -> Result<(), StoreError> {
+    /// Stores the points of `batch` for run `id`; a point for an existing (key, step) replaces
+    /// it, so replaying a journal twice, or a resumed attempt redoing steps, leaves each point
+    /// once.
+    pub fn upsert_metrics(&mut self, id: &str, batch: &MetricBatch) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut add_series = tx.prepare_cached(
@@ -144,16 +174,16 @@ impl Store {
                 "INSERT INTO metric_points (series_id, step, value, wall_time) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (series_id, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
             )?;
-            // A flush holds a few keys, many steps each: look each key's series up once.
-            let mut series: Vec<(&str, i64)> = Vec::new();
-            for p in points {
-                let sid = match series.iter().find(|(k, _)| *k == p.key) {
-                    Some(&(_, sid)) => sid,
+            // Each key's series is looked up once, when its first point is stored.
+            let mut series: Vec<Option<i64>> = vec![None; batch.keys.len()];
+            for p in &batch.points {
+                let sid = match series[p.key] {
+                    Some(sid) => sid,
                     None => {
-                        add_series.execute(params![id, p.key])?;
-                        let sid: i64 = find_series.query_row(params![id, p.key], |r| r.get(0))?;
-                        series.push((&p.key, sid));
-                        sid
+                        let key = &batch.keys[p.key];
+                        add_series.execute(params![id, key])?;
+                        let sid: i64 = find_series.query_row(params![id, key], |r| r.get(0))?;
+                        *series[p.key].insert(sid)
                     }
                 };
                 insert.execute(params![sid, p.step, p.value, p.wall_time])?;

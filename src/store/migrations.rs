@@ -149,6 +149,24 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE VIEW metrics (run_id, key, step, value, wall_time) AS
         SELECT s.run_id, s.key, p.step, p.value, p.wall_time FROM metric_points p JOIN metric_series s ON s.id = p.series_id;
     "#,
+    // 4: no foreign-key check per metric point (1.71M -> 1.88M upserts/s). Its one writer takes
+    // `series_id` from `metric_series` in the same transaction and no series is ever deleted,
+    // so the check could never fail; `metric_series.run_id` keeps its reference to `runs`.
+    r#"
+    DROP VIEW metrics;
+    CREATE TABLE metric_points_v4 (
+        series_id INTEGER NOT NULL,
+        step      INTEGER NOT NULL,
+        value     REAL NOT NULL,
+        wall_time REAL NOT NULL,
+        PRIMARY KEY (series_id, step)
+    ) WITHOUT ROWID;
+    INSERT INTO metric_points_v4 SELECT series_id, step, value, wall_time FROM metric_points;
+    DROP TABLE metric_points;
+    ALTER TABLE metric_points_v4 RENAME TO metric_points;
+    CREATE VIEW metrics (run_id, key, step, value, wall_time) AS
+        SELECT s.run_id, s.key, p.step, p.value, p.wall_time FROM metric_points p JOIN metric_series s ON s.id = p.series_id;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use claim::Claim;
 pub use code_version::CodeVersion;
 pub use error::StoreError;
-pub use lifecycle::{CheckpointRow, MetricPoint, StoredRun};
+pub use lifecycle::{CheckpointRow, MetricBatch, StoredRun};
 pub use migrations::{MIGRATIONS, current_version};
 pub use query::{EventRow, MetricSummary, ParamRow, RunRecord, RunRow, SweepRef, SweepSummary};
 pub use register::{Outcome, RegisteredRun, Registration};

@@ -219,7 +219,7 @@ fn a_failure_recorded_by_the_trainer_and_then_its_scheduler_is_one_event_with_th
 }
 
 #[test]
-fn a_version_2_store_keeps_every_metric_point_through_migration_3() {
+fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
     {
@@ -253,12 +253,16 @@ fn a_version_2_store_keeps_every_metric_point_through_migration_3() {
     assert_eq!(store.schema_version().unwrap(), current_version());
     assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics"), 6);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM metric_series"), 4);
+    // Version 4 checks no foreign key per point; the series keep theirs to `runs`.
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM pragma_foreign_key_list('metric_points')"), 0);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM pragma_foreign_key_list('metric_series')"), 1);
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
     // Writes after the migration land in the same series and replace points by step.
-    let point = |key: &str, step, value| MetricPoint { key: key.into(), step, value, wall_time: 2.0 };
-    store
-        .upsert_metrics("b", &[point("train/loss", 2, 0.125), point("train/loss", 3, 0.0625), point("lr", 3, 1.0)])
-        .unwrap();
+    let mut batch = MetricBatch::default();
+    for (key, step, value) in [("train/loss", 2, 0.125), ("train/loss", 3, 0.0625), ("lr", 3, 1.0)] {
+        batch.push(key, step, value, 2.0);
+    }
+    store.upsert_metrics("b", &batch).unwrap();
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.125), (3, 0.0625)]);
     assert_eq!(store.metric_series("a", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
     store.drop_metrics_after("b", 1).unwrap();

@@ -8,7 +8,7 @@
 
 use std::borrow::BorrowMut;
 
-use crate::store::{MetricPoint, Store};
+use crate::store::{MetricBatch, Store};
 
 use super::{Record, Sink, TrackingError};
 
@@ -16,13 +16,13 @@ use super::{Record, Sink, TrackingError};
 pub struct StoreSink<S> {
     store: S,
     run_id: String,
-    pending: Vec<MetricPoint>,
+    pending: MetricBatch,
 }
 
 impl<S: BorrowMut<Store>> StoreSink<S> {
     /// A sink for run `run_id`.
     pub fn new(store: S, run_id: &str) -> Self {
-        Self { store, run_id: run_id.to_string(), pending: Vec::new() }
+        Self { store, run_id: run_id.to_string(), pending: MetricBatch::default() }
     }
 }
 
@@ -33,12 +33,7 @@ impl<S: BorrowMut<Store>> Sink for StoreSink<S> {
                 self.flush()?;
                 self.store.borrow_mut().drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
             }
-            Record::Scalar { key, step, value, wall_time } => self.pending.push(MetricPoint {
-                key: key.clone(),
-                step: *step as i64,
-                value: *value,
-                wall_time: *wall_time,
-            }),
+            Record::Scalar { key, step, value, wall_time } => self.pending.push(key, *step as i64, *value, *wall_time),
             Record::End { .. } => self.flush()?,
             Record::Image { .. } | Record::Text { .. } => {}
         }
