@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use dbsweep::store::Store;
 use dbsweep::tracking::background::Background;
-use dbsweep::tracking::journal::Journal;
+use dbsweep::tracking::journal::{self, Journal};
 use dbsweep::tracking::store_sink::StoreSink;
 use dbsweep::tracking::tensorboard::TensorBoardSink;
+use dbsweep::tracking::tracker::Tracker;
 use dbsweep::tracking::{Record, Sink};
 
 /// The same allocator as the `dbsweep` binary (see `src/main.rs`).
@@ -29,28 +30,43 @@ fn python() -> Option<PathBuf> {
     })
 }
 
-/// Writes `n` scalar points, five keys per step, to every sink; flushes every 500 steps (the
-/// trainer flushes at checkpoints) and at the end. Returns the seconds taken.
-/// Flushes as the trainer does: the background sinks' flushes overlap the journal's `fsync`.
-fn flush(sinks: &mut [&mut dyn Sink]) {
-    sinks.iter_mut().for_each(|s| s.start_flush().unwrap());
-    sinks.iter_mut().for_each(|s| s.flush().unwrap());
+/// What the benchmark logs through: one sink alone, or the trainer's [`Tracker`].
+trait Target {
+    fn emit(&mut self, record: Record);
+    fn flush(&mut self);
 }
 
-fn feed(n: usize, sinks: &mut [&mut dyn Sink]) -> f64 {
+impl Target for &mut dyn Sink {
+    fn emit(&mut self, record: Record) {
+        self.write(&record).unwrap();
+    }
+    fn flush(&mut self) {
+        Sink::flush(*self).unwrap();
+    }
+}
+
+impl Target for Tracker {
+    fn emit(&mut self, record: Record) {
+        Tracker::emit(self, record).unwrap();
+    }
+    fn flush(&mut self) {
+        Tracker::flush(self).unwrap();
+    }
+}
+
+/// Logs `n` scalar points, five keys per step, to `target`; flushes every 500 steps (the
+/// trainer flushes at checkpoints) and at the end. Returns the seconds taken.
+fn feed(n: usize, mut target: impl Target) -> f64 {
     let start = Instant::now();
     for step in 0..(n / KEYS.len()) as u64 {
         for key in KEYS {
-            let r = Record::Scalar { key: key.into(), step, value: 1.0 / (step + 1) as f64, wall_time: 1.7e9 };
-            for sink in sinks.iter_mut() {
-                sink.write(&r).unwrap();
-            }
+            target.emit(Record::Scalar { key: key.into(), step, value: 1.0 / (step + 1) as f64, wall_time: 1.7e9 });
         }
         if step % 500 == 499 {
-            flush(sinks);
+            target.flush();
         }
     }
-    flush(sinks);
+    target.flush();
     start.elapsed().as_secs_f64()
 }
 
@@ -59,39 +75,33 @@ fn main() {
     dbsweep::allocator::keep_freed_memory();
     let n = 200_000usize;
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
-    // The store needs run rows for the foreign key: register a two-point sweep (one run for
-    // the store alone, one for all sinks together).
+    let db = dir.path().join("db.sqlite");
+    // Points need runs: register a three-point sweep (a run for the store alone, one for all
+    // sinks together, one for the per-step cost).
     let spec = dbsweep::sweep::parse(
-        dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {values: [1, 2]}}\n").unwrap(),
+        dbsweep::config::yaml::parse(Path::new("b.yaml"), "parameters: {seed: {values: [1, 2, 3]}}\n").unwrap(),
     )
     .unwrap();
     let plan = dbsweep::sweep::Plan::build(spec, Vec::new(), &[]).unwrap();
-    let runs = store.register(&plan, &dbsweep::store::CodeVersion::current(), false).unwrap().runs;
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    // Each sink alone, then all three as the trainer runs them (the store's metrics and
-    // TensorBoard on background threads), each into fresh files.
-    let alone = |name: &str, sink: &mut dyn Sink| {
-        let secs = feed(n, &mut [sink]);
-        println!("  {name:<40} {:>12.0} points/s", n as f64 / secs);
+    let runs = Store::open(&db).unwrap().register(&plan, &dbsweep::store::CodeVersion::current(), false).unwrap().runs;
+    let folder = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
     };
+    // Each sink alone (the store's metrics and TensorBoard on background threads, as the
+    // trainer runs them), then all three through the trainer's tracker, each into fresh files.
+    let report = |name: &str, secs: f64| println!("  {name:<40} {:>12.0} points/s", n as f64 / secs);
     println!("{n} scalar points, 5 per step, flushed (fsync) every 500 steps");
-    alone("journal alone", &mut Journal::open(&run_dir.join("alone.jsonl")).unwrap());
-    let db = dir.path().join("db.sqlite");
-    let metrics = |run: &str| Background::spawn(StoreSink::new(Store::open(&db).unwrap(), run), 4096, &db);
-    alone("SQLite alone (background thread)", &mut metrics(&runs[0].run_id));
-    let tb_alone = dir.path().join("tb-alone");
-    std::fs::create_dir_all(&tb_alone).unwrap();
-    alone(
-        "TensorBoard alone (background thread)",
-        &mut Background::spawn(TensorBoardSink::new(&tb_alone).unwrap(), 4096, &tb_alone),
-    );
-    let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
-    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
-    let secs = feed(n, &mut [&mut journal, &mut metrics(&runs[1].run_id), &mut tb]);
-    drop(tb);
-    let ours = n as f64 / secs;
+    let journal: &mut dyn Sink = &mut Journal::open(&folder("journal").join(journal::FILE)).unwrap();
+    report("journal alone", feed(n, journal));
+    let metrics: &mut dyn Sink =
+        &mut Background::spawn(StoreSink::new(Store::open(&db).unwrap(), &runs[0].run_id), 4096, &db);
+    report("SQLite alone (background thread)", feed(n, metrics));
+    let tb_dir = folder("tensorboard");
+    let tensorboard: &mut dyn Sink = &mut Background::spawn(TensorBoardSink::new(&tb_dir).unwrap(), 4096, &tb_dir);
+    report("TensorBoard alone (background thread)", feed(n, tensorboard));
+    let ours = n as f64 / feed(n, Tracker::open(&folder("all"), &db, &runs[1].run_id, true, None).unwrap());
     println!("  dbsweep journal + SQLite + TensorBoard  {:>12.0} points/s  goal 1,000,000", ours);
     let theirs = python().and_then(|py| {
         let out = Command::new(py)
@@ -109,22 +119,16 @@ fn main() {
     }
     // The per-step cost as the trainer pays it: five points, and the store flushed after every
     // step (a scheduler's early termination reads it), every sink at checkpoints.
-    let (steps, run_dir) = (2000u64, dir.path().join("steps"));
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let mut journal = Journal::open(&run_dir.join("journal.jsonl")).unwrap();
-    let mut tb = Background::spawn(TensorBoardSink::new(&run_dir).unwrap(), 4096, &run_dir);
-    let mut store = metrics(&runs[1].run_id);
+    let steps = 2000u64;
+    let mut tracker = Tracker::open(&folder("steps"), &db, &runs[2].run_id, true, None).unwrap();
     let start = Instant::now();
     for step in 0..steps {
         for key in KEYS {
-            let r = Record::Scalar { key: key.into(), step, value: 1.0, wall_time: 1.7e9 };
-            for sink in [&mut journal as &mut dyn Sink, &mut store, &mut tb] {
-                sink.write(&r).unwrap();
-            }
+            tracker.emit(Record::Scalar { key: key.into(), step, value: 1.0, wall_time: 1.7e9 }).unwrap();
         }
-        store.flush().unwrap();
+        tracker.publish_metrics().unwrap();
         if step % 500 == 499 {
-            flush(&mut [&mut journal, &mut store, &mut tb]);
+            tracker.flush().unwrap();
         }
     }
     let per_step = start.elapsed().as_secs_f64() / steps as f64;

@@ -124,21 +124,27 @@ impl Background {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         self.send(Message::Records(batch))
     }
-}
 
-impl Sink for Background {
-    fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
+    /// Takes `record` by value: [`Sink::write`] without the clone, for the last sink a record
+    /// goes to.
+    pub fn push(&mut self, record: Record) -> Result<(), TrackingError> {
         self.check()?;
         if self.batch.is_empty() {
             self.batch_started = Instant::now();
         }
-        self.batch.push(record.clone());
+        self.batch.push(record);
         // The clock is read on every eighth record only (a clock read costs as much as the push).
         let len = self.batch.len();
         if len >= BATCH || (len.is_multiple_of(8) && self.batch_started.elapsed() >= BATCH_AGE) {
             self.send_batch()?;
         }
         Ok(())
+    }
+}
+
+impl Sink for Background {
+    fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
+        self.push(record.clone())
     }
 
     fn start_flush(&mut self) -> Result<(), TrackingError> {

@@ -15,6 +15,7 @@ pub mod background;
 pub mod journal;
 pub mod store_sink;
 pub mod tensorboard;
+pub mod tracker;
 pub mod wandb;
 
 /// How an attempt of a run ended.

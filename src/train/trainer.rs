@@ -31,12 +31,9 @@ use crate::model::scheduler::PredictionType;
 use crate::model::{ModelError, builtin, png};
 use crate::rng::Rng;
 use crate::store::Store;
-use crate::tracking::background::Background;
-use crate::tracking::journal::{self, Journal};
-use crate::tracking::store_sink::StoreSink;
-use crate::tracking::tensorboard::TensorBoardSink;
+use crate::tracking::tracker::Tracker;
 use crate::tracking::wandb::{WandbError, WandbOptions, WandbSink};
-use crate::tracking::{EndStatus, Record, Sink, TrackingError, now};
+use crate::tracking::{EndStatus, Record, TrackingError, now};
 
 /// Why a run could not train.
 #[derive(Debug, thiserror::Error)]
@@ -141,39 +138,11 @@ enum Example {
     RandomCrop(PathBuf),
 }
 
-/// Every record goes to the journal first (the source of truth), then to the lineage store's
-/// metrics and TensorBoard (each on a background thread) and W&B (when enabled; it spools to
-/// disk and delivers in the background, so it never waits for the network). `lineage` takes
-/// what is not a record: checkpoints and artifacts.
+/// The run's tracking, and the lineage store for what is not a record (checkpoints and
+/// artifacts).
 struct Sinks<'a> {
-    journal: Journal,
-    store: Background,
+    tracker: Tracker,
     lineage: &'a mut Store,
-    tensorboard: Option<Background>,
-    wandb: Option<WandbSink>,
-}
-
-impl Sinks<'_> {
-    fn optional(&mut self) -> impl Iterator<Item = &mut dyn Sink> {
-        let tb = self.tensorboard.as_mut().map(|s| s as &mut dyn Sink);
-        let wandb = self.wandb.as_mut().map(|s| s as &mut dyn Sink);
-        tb.into_iter().chain(wandb)
-    }
-
-    fn emit(&mut self, record: Record) -> Result<(), TrackingError> {
-        self.journal.write(&record)?;
-        self.store.write(&record)?;
-        self.optional().try_for_each(|s| s.write(&record))
-    }
-
-    fn flush(&mut self) -> Result<(), TrackingError> {
-        // The background sinks flush while the journal syncs.
-        self.store.start_flush()?;
-        self.optional().try_for_each(|s| s.start_flush())?;
-        self.journal.flush()?;
-        self.store.flush()?;
-        self.optional().try_for_each(|s| s.flush())
-    }
 }
 
 /// Trains `job` to the end (or until stopped), resuming from its newest valid checkpoint.
@@ -332,12 +301,6 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
 
     let swept: Vec<(String, serde_json::Value)> =
         store.run(&job.run_id)?.params.into_iter().filter(|p| p.swept).map(|p| (p.key, p.value)).collect();
-    let journal = Journal::open(&job.run_dir.join(journal::FILE))?;
-    let tensorboard = cfg
-        .tracking
-        .tensorboard
-        .then(|| TensorBoardSink::new(&job.run_dir).map(|tb| Background::spawn(tb, 4096, &job.run_dir)))
-        .transpose()?;
     let wandb = match &cfg.tracking.wandb {
         Some(w) => {
             let options = WandbOptions { stop: Arc::clone(&job.stop), ..Default::default() };
@@ -345,10 +308,8 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         }
         None => None,
     };
-    // The metrics sink has a connection of its own, on its own thread.
-    let metrics = StoreSink::new(Store::open(store.path())?, &job.run_id);
-    let metrics = Background::spawn(metrics, 4096, store.path());
-    let mut sinks = Sinks { journal, store: metrics, lineage: store, tensorboard, wandb };
+    let tracker = Tracker::open(&job.run_dir, store.path(), &job.run_id, cfg.tracking.tensorboard, wandb)?;
+    let mut sinks = Sinks { tracker, lineage: store };
     let mut hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
         ("train.prior_loss_weight", json!(t.prior_loss_weight)),
@@ -363,7 +324,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     .collect();
     // Whatever the sweep varies is a hyperparameter too (the HParams tab compares on it).
     hparams.extend(swept);
-    sinks.emit(Record::Start {
+    sinks.tracker.emit(Record::Start {
         run_id: job.run_id.clone(),
         attempt: job.attempt,
         hparams,
@@ -373,13 +334,13 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     })?;
     if start == 0 {
         let text = serde_json::to_string_pretty(&job.config).expect("config serializes");
-        sinks.emit(Record::Text {
+        sinks.tracker.emit(Record::Text {
             key: "config".into(),
             step: 0,
             text: format!("```json\n{text}\n```"),
             wall_time: now(),
         })?;
-        sinks.emit(Record::Scalar {
+        sinks.tracker.emit(Record::Scalar {
             key: "data/class_images_generated".into(),
             step: 0,
             value: generated as f64,
@@ -518,12 +479,17 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         ] {
             // An fp16 step that overflowed (and was skipped) has no finite loss or norm.
             if value.is_finite() {
-                sinks.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
+                sinks.tracker.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
             }
         }
         if scaler.is_some() {
-            sinks.emit(Record::Scalar { key: "train/loss_scale".into(), step, value: loss_scale, wall_time: wall })?;
-            sinks.emit(Record::Scalar {
+            sinks.tracker.emit(Record::Scalar {
+                key: "train/loss_scale".into(),
+                step,
+                value: loss_scale,
+                wall_time: wall,
+            })?;
+            sinks.tracker.emit(Record::Scalar {
                 key: "train/step_skipped".into(),
                 step,
                 value: if apply { 0.0 } else { 1.0 },
@@ -531,9 +497,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             })?;
         }
         (job.progress)(step, total, loss_sum);
-        // The store sees every step at once (a scheduler's early termination reads it); a
-        // WAL commit without fsync, so cheap. The journal stays the durable record.
-        sinks.store.flush()?;
+        sinks.tracker.publish_metrics()?;
         if crash_at == Some(step) && job.attempt == 1 {
             // Test hook: the first attempt dies like kill -9 (no flush, no cleanup) after this step.
             std::process::abort();
@@ -543,6 +507,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         if step % cfg.validation.every_steps == 0 || step == total {
             let generated_class = class.as_ref().filter(|_| cfg.data.class_dir.is_none());
             metrics = validate(&model, cfg, &instance_examples, generated_class, step, job, &mut sinks)?;
+            sinks.tracker.publish_metrics()?;
         }
         if step % cfg.checkpoint.every_steps == 0 || step == total || stopping {
             if let Some(v) = metrics.get("val/loss")
@@ -559,7 +524,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             };
             let opt = (!cfg.checkpoint.weights_only).then_some(&optimizer);
             let saved = checkpoint::save(&ckpt_dir, &model.unet_vars, text_vars, opt, &state)?;
-            sinks.flush()?;
+            sinks.tracker.flush()?;
             let rel = saved.path.strip_prefix(&job.run_dir).unwrap_or(&saved.path).display().to_string();
             sinks.lineage.add_checkpoint(
                 &job.run_id,
@@ -576,8 +541,8 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             }
         }
         if stopping && step < total {
-            sinks.emit(Record::End { status: EndStatus::Interrupted, wall_time: now() })?;
-            sinks.flush()?;
+            sinks.tracker.emit(Record::End { status: EndStatus::Interrupted, wall_time: now() })?;
+            sinks.tracker.flush()?;
             return Ok(TrainOutcome {
                 status: EndStatus::Interrupted,
                 step,
@@ -588,8 +553,8 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
             });
         }
     }
-    sinks.emit(Record::End { status: EndStatus::Success, wall_time: now() })?;
-    sinks.flush()?;
+    sinks.tracker.emit(Record::End { status: EndStatus::Success, wall_time: now() })?;
+    sinks.tracker.flush()?;
     Ok(TrainOutcome {
         status: EndStatus::Success,
         step,
@@ -674,7 +639,7 @@ fn validate(
                 &sha,
                 &meta,
             )?;
-            sinks.emit(Record::Image {
+            sinks.tracker.emit(Record::Image {
                 key: format!("validation/{prompt}/{i}"),
                 step,
                 path: rel,
@@ -708,7 +673,7 @@ fn validate(
         metrics.insert("val/prior_drift".to_string(), drift);
     }
     for (key, value) in &metrics {
-        sinks.emit(Record::Scalar { key: key.clone(), step, value: *value, wall_time: now() })?;
+        sinks.tracker.emit(Record::Scalar { key: key.clone(), step, value: *value, wall_time: now() })?;
     }
     Ok(metrics)
 }

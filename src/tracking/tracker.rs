@@ -1,0 +1,131 @@
+//! [`Tracker`]: the one tracking API of a training run, fanning each record out to the sinks.
+//!
+//! Every record goes to the run's journal first (the source of truth), then to W&B (when
+//! enabled; it spools to disk and delivers in the background, so it never waits for the
+//! network), TensorBoard and the lineage store's metrics (each on a background thread with a
+//! bounded queue). The last sink takes the record by value: one copy per record for all sinks.
+
+use std::path::Path;
+
+use super::background::Background;
+use super::journal::{self, Journal};
+use super::store_sink::StoreSink;
+use super::tensorboard::TensorBoardSink;
+use super::wandb::WandbSink;
+use super::{Record, Sink, TrackingError};
+use crate::store::Store;
+
+/// Records a background sink may fall behind by before `emit` waits for it.
+const QUEUE: usize = 4096;
+
+/// The sinks of one attempt of a run.
+pub struct Tracker {
+    journal: Journal,
+    wandb: Option<WandbSink>,
+    tensorboard: Option<Background>,
+    metrics: Background,
+}
+
+impl Tracker {
+    /// Opens the sinks of run `run_id`: the journal in `run_dir` (created if missing), TensorBoard event files there
+    /// when `tensorboard` is set, the metrics of the lineage store at `store` (with a connection
+    /// of its own), and `wandb` when given.
+    pub fn open(
+        run_dir: &Path,
+        store: &Path,
+        run_id: &str,
+        tensorboard: bool,
+        wandb: Option<WandbSink>,
+    ) -> Result<Self, TrackingError> {
+        std::fs::create_dir_all(run_dir).map_err(|source| TrackingError::Io { path: run_dir.to_path_buf(), source })?;
+        let journal = Journal::open(&run_dir.join(journal::FILE))?;
+        let tensorboard = tensorboard
+            .then(|| Ok::<_, TrackingError>(Background::spawn(TensorBoardSink::new(run_dir)?, QUEUE, run_dir)));
+        let metrics = Background::spawn(StoreSink::new(Store::open(store)?, run_id), QUEUE, store);
+        Ok(Self { journal, wandb, tensorboard: tensorboard.transpose()?, metrics })
+    }
+
+    /// Logs `record` to every sink, in order with the records before it.
+    pub fn emit(&mut self, record: Record) -> Result<(), TrackingError> {
+        self.journal.write(&record)?;
+        if let Some(wandb) = &mut self.wandb {
+            wandb.write(&record)?;
+        }
+        if let Some(tensorboard) = &mut self.tensorboard {
+            tensorboard.write(&record)?;
+        }
+        self.metrics.push(record)
+    }
+
+    /// Commits the metrics logged so far to the lineage store, where a scheduler's early
+    /// termination and `dbsweep ls` read them (a WAL commit without `fsync`, so cheap; the
+    /// journal stays the durable record).
+    pub fn publish_metrics(&mut self) -> Result<(), TrackingError> {
+        self.metrics.flush()
+    }
+
+    /// Makes everything logged so far durable in every sink (checkpoints, the end of a run).
+    /// The background sinks flush while the journal syncs.
+    pub fn flush(&mut self) -> Result<(), TrackingError> {
+        self.metrics.start_flush()?;
+        self.background().try_for_each(|s| s.start_flush())?;
+        self.journal.flush()?;
+        self.metrics.flush()?;
+        self.background().try_for_each(|s| s.flush())
+    }
+
+    /// The sinks besides the journal and the metrics.
+    fn background(&mut self) -> impl Iterator<Item = &mut dyn Sink> {
+        let tb = self.tensorboard.as_mut().map(|s| s as &mut dyn Sink);
+        let wandb = self.wandb.as_mut().map(|s| s as &mut dyn Sink);
+        tb.into_iter().chain(wandb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+    use crate::store::CodeVersion;
+    use crate::sweep::{self, Plan};
+
+    #[test]
+    fn each_record_reaches_the_journal_the_store_and_tensorboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let mut store = Store::open(&db).unwrap();
+        let spec = sweep::parse(yaml::parse(Path::new("s.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
+        let plan = Plan::build(spec, Vec::new(), &[]).unwrap();
+        let run = store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
+        let run_dir = dir.path().join("run");
+        let mut tracker = Tracker::open(&run_dir, &db, &run, true, None).unwrap();
+        let start = Record::Start {
+            run_id: run.clone(),
+            attempt: 1,
+            hparams: Default::default(),
+            metrics: vec!["train/loss".into()],
+            resume_step: None,
+            wall_time: 1.0,
+        };
+        let points: Vec<Record> = (1..=3)
+            .map(|step| Record::Scalar { key: "train/loss".into(), step, value: step as f64, wall_time: 2.0 })
+            .collect();
+        tracker.emit(start.clone()).unwrap();
+        points.iter().for_each(|p| tracker.emit(p.clone()).unwrap());
+        tracker.publish_metrics().unwrap();
+        assert_eq!(store.metric_series(&run, "train/loss").unwrap(), [(1, 1.0), (2, 2.0), (3, 3.0)]);
+        tracker.flush().unwrap();
+        let mut expected = vec![start];
+        expected.extend(points);
+        assert_eq!(journal::read(&run_dir.join(journal::FILE)).unwrap(), expected);
+        let events: Vec<_> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("tfevents"))
+            .collect();
+        assert_eq!(events.len(), 1);
+        let bytes = std::fs::read(&events[0]).unwrap();
+        let tags = bytes.windows(b"train/loss".len()).filter(|w| *w == b"train/loss").count();
+        assert_eq!(tags, 3, "one TensorBoard scalar event per point");
+    }
+}
