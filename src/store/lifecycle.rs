@@ -1,5 +1,6 @@
 //! What a training process records about its run: attempts and status changes, metric points,
-//! checkpoints, artifacts and data fingerprints. Each call is one transaction.
+//! checkpoints, artifacts and data fingerprints. Each call is one transaction, except that metric
+//! points are staged in a transaction of their own that [`Store::commit_metrics`] ends.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -34,6 +35,11 @@ impl MetricBatch {
             }
         };
         self.points.push(BatchPoint { key, step, value, wall_time });
+    }
+
+    /// How many points are waiting.
+    pub fn len(&self) -> usize {
+        self.points.len()
     }
 
     /// Whether no point is waiting.
@@ -160,37 +166,56 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the points of `batch` for run `id`; a point for an existing (key, step) replaces
-    /// it, so replaying a journal twice, or a resumed attempt redoing steps, leaves each point
-    /// once.
-    pub fn upsert_metrics(&mut self, id: &str, batch: &MetricBatch) -> Result<(), StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut add_series = tx.prepare_cached(
-                "INSERT INTO metric_series (run_id, key) VALUES (?1, ?2) ON CONFLICT (run_id, key) DO NOTHING",
-            )?;
-            let mut find_series = tx.prepare_cached("SELECT id FROM metric_series WHERE run_id = ?1 AND key = ?2")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO metric_points (series_id, step, value, wall_time) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (series_id, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
-            )?;
-            // Each key's series is looked up once, when its first point is stored.
-            let mut series: Vec<Option<i64>> = vec![None; batch.keys.len()];
-            for p in &batch.points {
-                let sid = match series[p.key] {
-                    Some(sid) => sid,
-                    None => {
-                        let key = &batch.keys[p.key];
-                        add_series.execute(params![id, key])?;
-                        let sid: i64 = find_series.query_row(params![id, key], |r| r.get(0))?;
-                        *series[p.key].insert(sid)
-                    }
-                };
-                insert.execute(params![sid, p.step, p.value, p.wall_time])?;
-            }
+    /// Writes the points of `batch` for run `id` in the store's metrics transaction, starting
+    /// one if none is open: the work happens now, the points become visible at
+    /// [`commit_metrics`](Self::commit_metrics) (and are gone if the process dies first). A
+    /// point for an existing (key, step) replaces it, so replaying a journal twice, or a resumed
+    /// attempt redoing steps, leaves each point once.
+    pub fn stage_metrics(&mut self, id: &str, batch: &MetricBatch) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
         }
-        tx.commit()?;
+        let mut add_series = self.conn.prepare_cached(
+            "INSERT INTO metric_series (run_id, key) VALUES (?1, ?2) ON CONFLICT (run_id, key) DO NOTHING",
+        )?;
+        let mut find_series =
+            self.conn.prepare_cached("SELECT id FROM metric_series WHERE run_id = ?1 AND key = ?2")?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO metric_points (series_id, step, value, wall_time) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (series_id, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
+        )?;
+        // Each key's series is looked up once, when its first point is stored.
+        let mut series: Vec<Option<i64>> = vec![None; batch.keys.len()];
+        for p in &batch.points {
+            let sid = match series[p.key] {
+                Some(sid) => sid,
+                None => {
+                    let key = &batch.keys[p.key];
+                    add_series.execute(params![id, key])?;
+                    let sid: i64 = find_series.query_row(params![id, key], |r| r.get(0))?;
+                    *series[p.key].insert(sid)
+                }
+            };
+            insert.execute(params![sid, p.step, p.value, p.wall_time])?;
+        }
         Ok(())
+    }
+
+    /// Commits the metrics transaction, if one is open.
+    pub fn commit_metrics(&mut self) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    /// Rolls the metrics transaction back, if one is open (its points were never committed).
+    pub fn discard_metrics(&mut self) {
+        if !self.conn.is_autocommit() {
+            // Nothing to report: a failed rollback leaves the transaction to SQLite, which
+            // rolls it back when the connection closes.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 
     /// Removes run `id`'s points after `step` (a resumed attempt supersedes them).

@@ -262,7 +262,8 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     for (key, step, value) in [("train/loss", 2, 0.125), ("train/loss", 3, 0.0625), ("lr", 3, 1.0)] {
         batch.push(key, step, value, 2.0);
     }
-    store.upsert_metrics("b", &batch).unwrap();
+    store.stage_metrics("b", &batch).unwrap();
+    store.commit_metrics().unwrap();
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.125), (3, 0.0625)]);
     assert_eq!(store.metric_series("a", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
     store.drop_metrics_after("b", 1).unwrap();
