@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dbsweep::store::Store;
+use dbsweep::store::{Checkpointer, Store};
 use dbsweep::tracking::background::Background;
 use dbsweep::tracking::journal::{self, Journal};
 use dbsweep::tracking::store_sink::StoreSink;
@@ -73,7 +73,9 @@ fn feed(n: usize, mut target: impl Target) -> f64 {
 fn main() {
     // As the dbsweep binary does (src/main.rs).
     dbsweep::allocator::keep_freed_memory();
-    let n = 200_000usize;
+    // A million points: long enough (~0.7 s together) for the store's checkpointer to run
+    // several times inside the measurement, as it does in a long run.
+    let n = 1_000_000usize;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db.sqlite");
     // Points need runs: register a three-point sweep (a run for the store alone, one for all
@@ -95,9 +97,13 @@ fn main() {
     println!("{n} scalar points, 5 per step, flushed (fsync) every 500 steps");
     let journal: &mut dyn Sink = &mut Journal::open(&folder("journal").join(journal::FILE)).unwrap();
     report("journal alone", feed(n, journal));
-    let metrics: &mut dyn Sink =
-        &mut Background::spawn(StoreSink::new(Store::open(&db).unwrap(), &runs[0].run_id), 4096, &db);
+    // The store as the tracker opens it: checkpointed by a thread of its own.
+    let connection = Store::open(&db).unwrap();
+    connection.leave_checkpoints_to_others().unwrap();
+    let checkpointer = Checkpointer::spawn(&db).unwrap();
+    let metrics: &mut dyn Sink = &mut Background::spawn(StoreSink::new(connection, &runs[0].run_id), 4096, &db);
     report("SQLite alone (background thread)", feed(n, metrics));
+    drop(checkpointer);
     let tb_dir = folder("tensorboard");
     let tensorboard: &mut dyn Sink = &mut Background::spawn(TensorBoardSink::new(&tb_dir).unwrap(), 4096, &tb_dir);
     report("TensorBoard alone (background thread)", feed(n, tensorboard));

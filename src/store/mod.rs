@@ -6,6 +6,7 @@
 //! either all of an operation or none of it. Invariant: a finished run's lineage rows are never
 //! rewritten; a re-run is a new run linked to the old one by `parent_run_id`.
 
+mod checkpointer;
 mod claim;
 mod code_version;
 mod error;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use checkpointer::Checkpointer;
 pub use claim::Claim;
 pub use code_version::CodeVersion;
 pub use error::StoreError;
@@ -80,6 +82,18 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)?;
         migrations::migrate(&mut conn)?;
         Ok(Store { conn, path: path.to_path_buf() })
+    }
+
+    /// Stops this connection's commits from checkpointing the write-ahead log; a
+    /// [`Checkpointer`] does it instead.
+    pub fn leave_checkpoints_to_others(&self) -> Result<(), StoreError> {
+        Ok(self.conn.pragma_update(None, "wal_autocheckpoint", 0)?)
+    }
+
+    /// Copies what it can of the write-ahead log into the database without waiting for
+    /// anyone (SQLite's passive checkpoint).
+    pub fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        Ok(self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)
     }
 
     /// The database file.

@@ -270,3 +270,37 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5)]);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics WHERE run_id = 'a'"), 3);
 }
+
+/// Writes `n` points of run `run` through `writer` and commits them.
+fn write_points(writer: &mut Store, run: &str, n: i64) {
+    let mut batch = MetricBatch::default();
+    (0..n).for_each(|step| batch.push("train/loss", step, 0.5, 1.0));
+    writer.stage_metrics(run, &batch).unwrap();
+    writer.commit_metrics().unwrap();
+}
+
+#[test]
+fn a_store_left_to_a_checkpointer_gets_its_log_copied_by_it_and_not_by_its_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let mut store = Store::open(&path).unwrap();
+    let run = store.register(&plan("parameters: {seed: {value: 1}}\n"), &code(), false).unwrap().runs[0].run_id.clone();
+    let mut writer = Store::open(&path).unwrap();
+    writer.leave_checkpoints_to_others().unwrap();
+    // Pages reach the database file only through checkpoints. 150k points take more than the
+    // 1000 log pages after which a commit would checkpoint by default.
+    let db_size = || std::fs::metadata(&path).unwrap().len();
+    let before = db_size();
+    write_points(&mut writer, &run, 150_000);
+    assert!(std::fs::metadata(path.with_extension("sqlite-wal")).unwrap().len() > 1000 * 4096);
+    std::thread::sleep(checkpointer::INTERVAL * 3);
+    assert_eq!(db_size(), before, "the writer's commits do not checkpoint");
+    let checkpointer = Checkpointer::spawn(&path).unwrap();
+    let deadline = std::time::Instant::now() + checkpointer::INTERVAL * 20;
+    while db_size() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(checkpointer::INTERVAL / 5);
+    }
+    assert!(db_size() > before, "the checkpointer copied the log into the database");
+    drop(checkpointer);
+    assert_eq!(store.metric_series(&run, "train/loss").unwrap().len(), 150_000);
+}

@@ -13,7 +13,7 @@ use super::store_sink::StoreSink;
 use super::tensorboard::TensorBoardSink;
 use super::wandb::WandbSink;
 use super::{Record, Sink, TrackingError};
-use crate::store::Store;
+use crate::store::{Checkpointer, Store};
 
 /// Records a background sink may fall behind by before `emit` waits for it.
 const QUEUE: usize = 4096;
@@ -24,6 +24,8 @@ pub struct Tracker {
     wandb: Option<WandbSink>,
     tensorboard: Option<Background>,
     metrics: Background,
+    /// Declared last: dropped after the metrics sink's last commit, it checkpoints that too.
+    _checkpointer: Checkpointer,
 }
 
 impl Tracker {
@@ -41,8 +43,11 @@ impl Tracker {
         let journal = Journal::open(&run_dir.join(journal::FILE))?;
         let tensorboard = tensorboard
             .then(|| Ok::<_, TrackingError>(Background::spawn(TensorBoardSink::new(run_dir)?, QUEUE, run_dir)));
-        let metrics = Background::spawn(StoreSink::new(Store::open(store)?, run_id), QUEUE, store);
-        Ok(Self { journal, wandb, tensorboard: tensorboard.transpose()?, metrics })
+        let connection = Store::open(store)?;
+        connection.leave_checkpoints_to_others()?;
+        let metrics = Background::spawn(StoreSink::new(connection, run_id), QUEUE, store);
+        let checkpointer = Checkpointer::spawn(store)?;
+        Ok(Self { journal, wandb, tensorboard: tensorboard.transpose()?, metrics, _checkpointer: checkpointer })
     }
 
     /// Logs `record` to every sink, in order with the records before it.
