@@ -123,8 +123,8 @@ fn main() {
         Some(t) => println!("  tensorboardX (TensorBoard only)          {t:>12.0} points/s  ratio {:.2}x", ours / t),
         None => println!("  tensorboardX: not available (set DBSWEEP_TORCH_PYTHON to a Python with tensorboardX)"),
     }
-    // The per-step cost as the trainer pays it: five points, and the store flushed after every
-    // step (a scheduler's early termination reads it), every sink at checkpoints.
+    // The per-step cost as the trainer pays it: five points, the store's commit asked for after
+    // every step (a scheduler's early termination reads it), every sink flushed at checkpoints.
     let steps = 2000u64;
     let mut tracker = Tracker::open(&folder("steps"), &db, &runs[2].run_id, true, None).unwrap();
     let start = Instant::now();
@@ -138,6 +138,6 @@ fn main() {
         }
     }
     let per_step = start.elapsed().as_secs_f64() / steps as f64;
-    println!("  overhead per training step (5 points, store flushed each step): {:>7.1} us", per_step * 1e6);
+    println!("  overhead per training step (5 points, store committed each step): {:>7.1} us", per_step * 1e6);
     println!("  ... of a 21 ms tiny-model step (cargo bench --bench sweep): {:.3} %", per_step / 0.021 * 100.0);
 }

@@ -62,11 +62,12 @@ impl Tracker {
         self.metrics.push(record)
     }
 
-    /// Commits the metrics logged so far to the lineage store, where a scheduler's early
-    /// termination and `dbsweep ls` read them (a WAL commit without `fsync`, so cheap; the
-    /// journal stays the durable record).
+    /// Has the lineage store commit the metrics logged so far, where a scheduler's early
+    /// termination and `dbsweep ls` read them, without waiting for it (the commit is a moment
+    /// later, on the sink's thread; a failure surfaces at the next `emit` or `flush`). The
+    /// journal stays the durable record.
     pub fn publish_metrics(&mut self) -> Result<(), TrackingError> {
-        self.metrics.flush()
+        self.metrics.start_flush()
     }
 
     /// Makes everything logged so far durable in every sink (checkpoints, the end of a run).
@@ -118,6 +119,11 @@ mod tests {
         tracker.emit(start.clone()).unwrap();
         points.iter().for_each(|p| tracker.emit(p.clone()).unwrap());
         tracker.publish_metrics().unwrap();
+        // Published points are committed a moment later, without a flush.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.metric_series(&run, "train/loss").unwrap().len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(store.metric_series(&run, "train/loss").unwrap(), [(1, 1.0), (2, 2.0), (3, 3.0)]);
         tracker.flush().unwrap();
         let mut expected = vec![start];
