@@ -4,6 +4,8 @@
 //! enabled; it spools to disk and delivers in the background, so it never waits for the
 //! network), TensorBoard and the lineage store's metrics (each on a background thread with a
 //! bounded queue). The last sink takes the record by value: one copy per record for all sinks.
+//! A fourth thread checkpoints the store's write-ahead log, so the metrics commits never wait
+//! for that.
 
 use std::path::Path;
 
@@ -29,9 +31,10 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Opens the sinks of run `run_id`: the journal in `run_dir` (created if missing), TensorBoard event files there
-    /// when `tensorboard` is set, the metrics of the lineage store at `store` (with a connection
-    /// of its own), and `wandb` when given.
+    /// Opens the sinks of run `run_id`: the journal in `run_dir` (created if missing),
+    /// TensorBoard event files there when `tensorboard` is set, the metrics of the lineage store
+    /// at `store` (with a connection of its own, checkpointed by a [`Checkpointer`]), and
+    /// `wandb` when given.
     pub fn open(
         run_dir: &Path,
         store: &Path,

@@ -32,9 +32,9 @@ use crate::model::{ModelError, builtin, png};
 use crate::rng::Rng;
 use crate::store::Store;
 use crate::tracking::tracker::Tracker;
-use crate::tracking::{journal, store_sink};
 use crate::tracking::wandb::{WandbError, WandbOptions, WandbSink};
 use crate::tracking::{EndStatus, Record, TrackingError, now};
+use crate::tracking::{journal, store_sink};
 
 /// Why a run could not train.
 #[derive(Debug, thiserror::Error)]
