@@ -107,7 +107,7 @@ fn main() {
     let tb_dir = folder("tensorboard");
     let tensorboard: &mut dyn Sink = &mut Background::spawn(TensorBoardSink::new(&tb_dir).unwrap(), 4096, &tb_dir);
     report("TensorBoard alone (background thread)", feed(n, tensorboard));
-    let ours = n as f64 / feed(n, Tracker::open(&folder("all"), &db, &runs[1].run_id, true, None).unwrap());
+    let ours = n as f64 / feed(n, Tracker::open(&folder("all"), &db, &runs[1].run_id, true, None, false).unwrap());
     println!("  dbsweep journal + SQLite + TensorBoard  {:>12.0} points/s  goal 1,000,000", ours);
     let theirs = python().and_then(|py| {
         let out = Command::new(py)
@@ -126,7 +126,7 @@ fn main() {
     // The per-step cost as the trainer pays it: five points, the store's commit asked for after
     // every step (a scheduler's early termination reads it), every sink flushed at checkpoints.
     let steps = 2000u64;
-    let mut tracker = Tracker::open(&folder("steps"), &db, &runs[2].run_id, true, None).unwrap();
+    let mut tracker = Tracker::open(&folder("steps"), &db, &runs[2].run_id, true, None, false).unwrap();
     let start = Instant::now();
     for step in 0..steps {
         for key in KEYS {

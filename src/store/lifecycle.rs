@@ -209,15 +209,6 @@ impl Store {
         Ok(())
     }
 
-    /// Rolls the metrics transaction back, if one is open (its points were never committed).
-    pub fn discard_metrics(&mut self) {
-        if !self.conn.is_autocommit() {
-            // Nothing to report: a failed rollback leaves the transaction to SQLite, which
-            // rolls it back when the connection closes.
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-
     /// Removes run `id`'s points after `step` (a resumed attempt supersedes them).
     pub fn drop_metrics_after(&mut self, id: &str, step: i64) -> Result<(), StoreError> {
         self.conn.execute(

@@ -68,16 +68,21 @@ pub fn read(path: &Path) -> Result<Vec<Record>, TrackingError> {
 impl Journal {
     /// Opens (creating) the journal at `path` for appending, cutting off a torn tail.
     pub fn open(path: &Path) -> Result<Self, TrackingError> {
+        Ok(Self::open_with_records(path)?.0)
+    }
+
+    /// [`open`](Self::open), also returning the records already in the journal (read once).
+    pub fn open_with_records(path: &Path) -> Result<(Self, Vec<Record>), TrackingError> {
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io(path))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(path))?;
-        let (_, valid) = parse(path, &bytes)?;
+        let (records, valid) = parse(path, &bytes)?;
         if valid < bytes.len() {
             file.set_len(valid as u64).map_err(io(path))?;
             file.sync_data().map_err(io(path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io(path))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file), line: Vec::new() })
+        Ok((Self { path: path.to_path_buf(), out: BufWriter::new(file), line: Vec::new() }, records))
     }
 }
 

@@ -4,12 +4,11 @@
 //! flush commits: the inserts overlap the rest of the run's work, and readers see every point
 //! up to the last flush. A `Start` with a `resume_step` removes the run's points after that
 //! step first, so a resumed attempt's points supersede those of the attempt that died;
-//! replaying a whole journal therefore leaves every point exactly once, with its latest value.
-//! The trainer runs it on a background thread with a connection of its own (the transaction
-//! holds the store's write lock until the flush, which the trainer does after every step);
-//! replaying borrows a store.
-
-use std::borrow::BorrowMut;
+//! replaying a whole journal through the sink (as a resumed attempt's tracker does) therefore
+//! leaves every point exactly once, with its latest value. The sink has a connection of its
+//! own, on a background thread (its transaction holds the store's write lock until the flush,
+//! which the trainer does after every step); points staged when the sink is dropped without a
+//! flush are rolled back with its connection (the journal still has them).
 
 use crate::store::{MetricBatch, Store};
 
@@ -18,35 +17,35 @@ use super::{Record, Sink, TrackingError};
 /// Points gathered before they are staged in the store.
 const STAGE: usize = 512;
 
-/// Writes a run's scalars into the lineage store (`S`: an owned or a borrowed [`Store`]).
-pub struct StoreSink<S: BorrowMut<Store>> {
-    store: S,
+/// Writes a run's scalars into the lineage store.
+pub struct StoreSink {
+    store: Store,
     run_id: String,
     pending: MetricBatch,
 }
 
-impl<S: BorrowMut<Store>> StoreSink<S> {
-    /// A sink for run `run_id`.
-    pub fn new(store: S, run_id: &str) -> Self {
+impl StoreSink {
+    /// A sink for run `run_id`, writing through `store`'s connection.
+    pub fn new(store: Store, run_id: &str) -> Self {
         Self { store, run_id: run_id.to_string(), pending: MetricBatch::default() }
     }
 
     /// Stages the pending points.
     fn stage(&mut self) -> Result<(), TrackingError> {
         if !self.pending.is_empty() {
-            self.store.borrow_mut().stage_metrics(&self.run_id, &self.pending)?;
+            self.store.stage_metrics(&self.run_id, &self.pending)?;
             self.pending.clear();
         }
         Ok(())
     }
 }
 
-impl<S: BorrowMut<Store>> Sink for StoreSink<S> {
+impl Sink for StoreSink {
     fn write(&mut self, record: &Record) -> Result<(), TrackingError> {
         match record {
             Record::Start { resume_step, .. } => {
                 self.stage()?;
-                self.store.borrow_mut().drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
+                self.store.drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
             }
             Record::Scalar { key, step, value, wall_time } => {
                 self.pending.push(key, *step as i64, *value, *wall_time);
@@ -62,25 +61,8 @@ impl<S: BorrowMut<Store>> Sink for StoreSink<S> {
 
     fn flush(&mut self) -> Result<(), TrackingError> {
         self.stage()?;
-        Ok(self.store.borrow_mut().commit_metrics()?)
+        Ok(self.store.commit_metrics()?)
     }
-}
-
-impl<S: BorrowMut<Store>> Drop for StoreSink<S> {
-    /// Points staged but not flushed are rolled back, so a borrowed store is left without an
-    /// open transaction (the journal still has them).
-    fn drop(&mut self) {
-        self.store.borrow_mut().discard_metrics();
-    }
-}
-
-/// Rebuilds run `run_id`'s metrics in `store` from its journal records.
-pub fn replay(store: &mut Store, run_id: &str, records: &[Record]) -> Result<(), TrackingError> {
-    let mut sink = StoreSink::new(store, run_id);
-    for record in records {
-        sink.write(record)?;
-    }
-    sink.flush()
 }
 
 #[cfg(test)]
@@ -117,14 +99,18 @@ mod tests {
     /// A killed attempt logged steps 1..=6; the resumed one restarts after step 4.
     #[test]
     fn replaying_a_journal_gives_every_point_once_with_the_latest_value() {
-        let mut store = Store::in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut store = Store::open(&path).unwrap();
         let run = store_with_a_run(&mut store);
         let mut records = vec![start(None)];
         records.extend((1..=6).map(|s| scalar(s, s as f64)));
         records.push(start(Some(4)));
         records.extend((5..=8).map(|s| scalar(s, 100.0 + s as f64)));
         for _ in 0..2 {
-            replay(&mut store, &run, &records).unwrap();
+            let mut sink = StoreSink::new(Store::open(&path).unwrap(), &run);
+            records.iter().for_each(|r| sink.write(r).unwrap());
+            sink.flush().unwrap();
             let series = store.metric_series(&run, "train/loss").unwrap();
             let expected: Vec<(i64, f64)> =
                 (1..=8).map(|s| (s, if s <= 4 { s as f64 } else { 100.0 + s as f64 })).collect();
@@ -133,29 +119,25 @@ mod tests {
     }
 
     #[test]
-    fn staged_points_are_seen_from_the_flush_on_and_a_dropped_sink_leaves_no_transaction_open() {
+    fn staged_points_are_seen_from_the_flush_on_and_dropped_without_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let mut store = Store::open(&path).unwrap();
         let run = store_with_a_run(&mut store);
-        let reader = Store::open(&path).unwrap();
         let mut sink = StoreSink::new(Store::open(&path).unwrap(), &run);
         // More than one stage's worth: the first 512 are written in an open transaction.
         for s in 1..=600 {
             sink.write(&scalar(s, s as f64)).unwrap();
         }
-        assert!(reader.metric_series(&run, "train/loss").unwrap().is_empty(), "nothing is seen before the flush");
+        assert!(store.metric_series(&run, "train/loss").unwrap().is_empty(), "nothing is seen before the flush");
         sink.flush().unwrap();
-        assert_eq!(reader.metric_series(&run, "train/loss").unwrap().len(), 600);
-        // A sink on a borrowed store, dropped with staged points: they are rolled back and the
-        // store takes other writes again.
-        let mut borrowed = StoreSink::new(&mut store, &run);
+        assert_eq!(store.metric_series(&run, "train/loss").unwrap().len(), 600);
+        // Dropped with staged points: they are rolled back, and the store takes writes again.
         for s in 601..=1200 {
-            borrowed.write(&scalar(s, 0.0)).unwrap();
+            sink.write(&scalar(s, 0.0)).unwrap();
         }
-        drop(borrowed);
+        drop(sink);
         store.start_attempt(&run, "host", "cpu").unwrap();
-        assert_eq!(reader.metric_series(&run, "train/loss").unwrap().len(), 600);
-        assert_eq!(reader.run(&run).unwrap().attempt, 1);
+        assert_eq!(store.metric_series(&run, "train/loss").unwrap().len(), 600);
     }
 }

@@ -34,21 +34,28 @@ impl Tracker {
     /// Opens the sinks of run `run_id`: the journal in `run_dir` (created if missing),
     /// TensorBoard event files there when `tensorboard` is set, the metrics of the lineage store
     /// at `store` (with a connection of its own, checkpointed by a [`Checkpointer`]), and
-    /// `wandb` when given.
+    /// `wandb` when given. A `resuming` attempt first hands the records already in the journal
+    /// to the store's sink, so that the store holds every point the journal has, each once,
+    /// whatever the dead attempt managed to commit (the attempt's `Start` then supersedes those
+    /// after its checkpoint).
     pub fn open(
         run_dir: &Path,
         store: &Path,
         run_id: &str,
         tensorboard: bool,
         wandb: Option<WandbSink>,
+        resuming: bool,
     ) -> Result<Self, TrackingError> {
         std::fs::create_dir_all(run_dir).map_err(|source| TrackingError::Io { path: run_dir.to_path_buf(), source })?;
-        let journal = Journal::open(&run_dir.join(journal::FILE))?;
+        let (journal, earlier) = Journal::open_with_records(&run_dir.join(journal::FILE))?;
         let tensorboard = tensorboard
             .then(|| Ok::<_, TrackingError>(Background::spawn(TensorBoardSink::new(run_dir)?, QUEUE, run_dir)));
         let connection = Store::open(store)?;
         connection.leave_checkpoints_to_others()?;
-        let metrics = Background::spawn(StoreSink::new(connection, run_id), QUEUE, store);
+        let mut metrics = Background::spawn(StoreSink::new(connection, run_id), QUEUE, store);
+        if resuming {
+            earlier.into_iter().try_for_each(|record| metrics.push(record))?;
+        }
         let checkpointer = Checkpointer::spawn(store)?;
         Ok(Self { journal, wandb, tensorboard: tensorboard.transpose()?, metrics, _checkpointer: checkpointer })
     }
@@ -98,27 +105,60 @@ mod tests {
     use crate::store::CodeVersion;
     use crate::sweep::{self, Plan};
 
+    /// A store at `db` with one registered run; the store and the run's id.
+    fn store_with_a_run(db: &Path) -> (Store, String) {
+        let mut store = Store::open(db).unwrap();
+        let spec = sweep::parse(yaml::parse(Path::new("s.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
+        let plan = Plan::build(spec, Vec::new(), &[]).unwrap();
+        let run = store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
+        (store, run)
+    }
+
+    fn start(run: &str, resume_step: Option<u64>) -> Record {
+        let metrics = vec!["train/loss".into()];
+        Record::Start {
+            run_id: run.into(),
+            attempt: 1,
+            hparams: Default::default(),
+            metrics,
+            resume_step,
+            wall_time: 1.0,
+        }
+    }
+
+    fn losses(steps: std::ops::RangeInclusive<u64>) -> Vec<Record> {
+        steps
+            .map(|step| Record::Scalar { key: "train/loss".into(), step, value: step as f64, wall_time: 2.0 })
+            .collect()
+    }
+
+    #[test]
+    fn a_resuming_tracker_replays_the_journal_into_the_store_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let (mut store, run) = store_with_a_run(&db);
+        let run_dir = dir.path().join("run");
+        let mut first = Tracker::open(&run_dir, &db, &run, false, None, false).unwrap();
+        std::iter::once(start(&run, None)).chain(losses(1..=3)).for_each(|r| first.emit(r).unwrap());
+        first.flush().unwrap();
+        drop(first);
+        // The store loses the points; the second attempt resumes after step 2.
+        store.drop_metrics_after(&run, -1).unwrap();
+        let mut second = Tracker::open(&run_dir, &db, &run, false, None, true).unwrap();
+        second.emit(start(&run, Some(2))).unwrap();
+        second.flush().unwrap();
+        assert_eq!(store.metric_series(&run, "train/loss").unwrap(), [(1, 1.0), (2, 2.0)]);
+    }
+
     #[test]
     fn each_record_reaches_the_journal_the_store_and_tensorboard() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
-        let mut store = Store::open(&db).unwrap();
-        let spec = sweep::parse(yaml::parse(Path::new("s.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
-        let plan = Plan::build(spec, Vec::new(), &[]).unwrap();
-        let run = store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
+        let (store, run) = store_with_a_run(&db);
         let run_dir = dir.path().join("run");
-        let mut tracker = Tracker::open(&run_dir, &db, &run, true, None).unwrap();
-        let start = Record::Start {
-            run_id: run.clone(),
-            attempt: 1,
-            hparams: Default::default(),
-            metrics: vec!["train/loss".into()],
-            resume_step: None,
-            wall_time: 1.0,
-        };
-        let points: Vec<Record> = (1..=3)
-            .map(|step| Record::Scalar { key: "train/loss".into(), step, value: step as f64, wall_time: 2.0 })
-            .collect();
+        let mut tracker = Tracker::open(&run_dir, &db, &run, true, None, false).unwrap();
+        let start = start(&run, None);
+        let points = losses(1..=3);
         tracker.emit(start.clone()).unwrap();
         points.iter().for_each(|p| tracker.emit(p.clone()).unwrap());
         tracker.publish_metrics().unwrap();

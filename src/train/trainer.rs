@@ -34,7 +34,6 @@ use crate::store::Store;
 use crate::tracking::tracker::Tracker;
 use crate::tracking::wandb::{WandbError, WandbOptions, WandbSink};
 use crate::tracking::{EndStatus, Record, TrackingError, now};
-use crate::tracking::{journal, store_sink};
 
 /// Why a run could not train.
 #[derive(Debug, thiserror::Error)]
@@ -309,12 +308,7 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         }
         None => None,
     };
-    if start > 0 {
-        // The store gets every point the journal holds, each once, whatever the dead attempt
-        // managed to commit; this attempt's `Start` then supersedes those after `start`.
-        store_sink::replay(store, &job.run_id, &journal::read(&job.run_dir.join(journal::FILE))?)?;
-    }
-    let tracker = Tracker::open(&job.run_dir, store.path(), &job.run_id, cfg.tracking.tensorboard, wandb)?;
+    let tracker = Tracker::open(&job.run_dir, store.path(), &job.run_id, cfg.tracking.tensorboard, wandb, start > 0)?;
     let mut sinks = Sinks { tracker, lineage: store };
     let mut hparams: BTreeMap<String, serde_json::Value> = [
         ("train.learning_rate", json!(t.learning_rate)),
