@@ -89,20 +89,22 @@ mod tests {
         Record::Scalar { key: "train/loss".into(), step, value, wall_time: 0.0 }
     }
 
-    /// A store holding one registered run, and the run's id.
-    fn store_with_a_run(store: &mut Store) -> String {
+    /// A store file in a fresh folder, holding one registered run: the folder (kept while the
+    /// test runs), the file, the store and the run's id.
+    fn store_with_a_run() -> (tempfile::TempDir, std::path::PathBuf, Store, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut store = Store::open(&path).unwrap();
         let spec = sweep::parse(yaml::parse(Path::new("s.yaml"), "parameters: {seed: {value: 1}}\n").unwrap()).unwrap();
         let plan = Plan::build(spec, Vec::new(), &[]).unwrap();
-        store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone()
+        let run = store.register(&plan, &CodeVersion::current(), false).unwrap().runs[0].run_id.clone();
+        (dir, path, store, run)
     }
 
     /// A killed attempt logged steps 1..=6; the resumed one restarts after step 4.
     #[test]
     fn replaying_a_journal_gives_every_point_once_with_the_latest_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut store = Store::open(&path).unwrap();
-        let run = store_with_a_run(&mut store);
+        let (_dir, path, store, run) = store_with_a_run();
         let mut records = vec![start(None)];
         records.extend((1..=6).map(|s| scalar(s, s as f64)));
         records.push(start(Some(4)));
@@ -120,10 +122,7 @@ mod tests {
 
     #[test]
     fn staged_points_are_seen_from_the_flush_on_and_dropped_without_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut store = Store::open(&path).unwrap();
-        let run = store_with_a_run(&mut store);
+        let (_dir, path, mut store, run) = store_with_a_run();
         let mut sink = StoreSink::new(Store::open(&path).unwrap(), &run);
         // More than one stage's worth: the first 512 are written in an open transaction.
         for s in 1..=600 {
