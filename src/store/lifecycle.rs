@@ -7,10 +7,16 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use super::{NOW, RunStatus, Store, StoreError};
 
 /// Scalar points of one run on their way into the store. Keys are kept once each, so adding a
-/// point of a key already seen allocates nothing.
-#[derive(Clone, Debug, Default)]
+/// point of a key already seen allocates nothing, and each key's series id is looked up in the
+/// store once, at its first stage, not at every one. (Series are never deleted; a batch lives
+/// beside the connection that stages it, so an id from a transaction rolled back with that
+/// connection is dropped with it.)
+#[derive(Clone, Debug)]
 pub struct MetricBatch {
+    run_id: String,
     keys: Vec<String>,
+    /// The series id of each key, once looked up.
+    series: Vec<Option<i64>>,
     points: Vec<BatchPoint>,
 }
 
@@ -24,6 +30,16 @@ struct BatchPoint {
 }
 
 impl MetricBatch {
+    /// An empty batch for run `run_id`.
+    pub fn new(run_id: &str) -> Self {
+        Self { run_id: run_id.to_string(), keys: Vec::new(), series: Vec::new(), points: Vec::new() }
+    }
+
+    /// The run the points belong to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// Adds the point (`key`, `step`) with `value`, logged at `wall_time` (seconds since the
     /// Unix epoch).
     pub fn push(&mut self, key: &str, step: i64, value: f64, wall_time: f64) {
@@ -31,6 +47,7 @@ impl MetricBatch {
             Some(i) => i,
             None => {
                 self.keys.push(key.to_string());
+                self.series.push(None);
                 self.keys.len() - 1
             }
         };
@@ -45,11 +62,6 @@ impl MetricBatch {
     /// Whether no point is waiting.
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
-    }
-
-    /// Forgets the points (the keys stay known).
-    pub fn clear(&mut self) {
-        self.points.clear();
     }
 }
 
@@ -166,12 +178,12 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the points of `batch` for run `id` in the store's metrics transaction, starting
-    /// one if none is open: the work happens now, the points become visible at
+    /// Writes the points of `batch` in the store's metrics transaction, starting one if none is
+    /// open, and empties the batch: the work happens now, the points become visible at
     /// [`commit_metrics`](Self::commit_metrics) (and are gone if the process dies first). A
     /// point for an existing (key, step) replaces it, so replaying a journal twice, or a resumed
     /// attempt redoing steps, leaves each point once.
-    pub fn stage_metrics(&mut self, id: &str, batch: &MetricBatch) -> Result<(), StoreError> {
+    pub fn stage_metrics(&mut self, batch: &mut MetricBatch) -> Result<(), StoreError> {
         if self.conn.is_autocommit() {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
         }
@@ -184,20 +196,19 @@ impl Store {
             "INSERT INTO metric_points (series_id, step, value, wall_time) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (series_id, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
         )?;
-        // Each key's series is looked up once, when its first point is stored.
-        let mut series: Vec<Option<i64>> = vec![None; batch.keys.len()];
         for p in &batch.points {
-            let sid = match series[p.key] {
+            let sid = match batch.series[p.key] {
                 Some(sid) => sid,
                 None => {
                     let key = &batch.keys[p.key];
-                    add_series.execute(params![id, key])?;
-                    let sid: i64 = find_series.query_row(params![id, key], |r| r.get(0))?;
-                    *series[p.key].insert(sid)
+                    add_series.execute(params![batch.run_id, key])?;
+                    let sid: i64 = find_series.query_row(params![batch.run_id, key], |r| r.get(0))?;
+                    *batch.series[p.key].insert(sid)
                 }
             };
             insert.execute(params![sid, p.step, p.value, p.wall_time])?;
         }
+        batch.points.clear();
         Ok(())
     }
 

@@ -258,11 +258,11 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM pragma_foreign_key_list('metric_series')"), 1);
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
     // Writes after the migration land in the same series and replace points by step.
-    let mut batch = MetricBatch::default();
+    let mut batch = MetricBatch::new("b");
     for (key, step, value) in [("train/loss", 2, 0.125), ("train/loss", 3, 0.0625), ("lr", 3, 1.0)] {
         batch.push(key, step, value, 2.0);
     }
-    store.stage_metrics("b", &batch).unwrap();
+    store.stage_metrics(&mut batch).unwrap();
     store.commit_metrics().unwrap();
     assert_eq!(store.metric_series("b", "train/loss").unwrap(), [(1, 0.5), (2, 0.125), (3, 0.0625)]);
     assert_eq!(store.metric_series("a", "train/loss").unwrap(), [(1, 0.5), (2, 0.25)]);
@@ -273,9 +273,9 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
 
 /// Writes `n` points of run `run` through `writer` and commits them.
 fn write_points(writer: &mut Store, run: &str, n: i64) {
-    let mut batch = MetricBatch::default();
+    let mut batch = MetricBatch::new(run);
     (0..n).for_each(|step| batch.push("train/loss", step, 0.5, 1.0));
-    writer.stage_metrics(run, &batch).unwrap();
+    writer.stage_metrics(&mut batch).unwrap();
     writer.commit_metrics().unwrap();
 }
 

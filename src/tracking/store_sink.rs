@@ -20,21 +20,19 @@ const STAGE: usize = 512;
 /// Writes a run's scalars into the lineage store.
 pub struct StoreSink {
     store: Store,
-    run_id: String,
     pending: MetricBatch,
 }
 
 impl StoreSink {
     /// A sink for run `run_id`, writing through `store`'s connection.
     pub fn new(store: Store, run_id: &str) -> Self {
-        Self { store, run_id: run_id.to_string(), pending: MetricBatch::default() }
+        Self { store, pending: MetricBatch::new(run_id) }
     }
 
     /// Stages the pending points.
     fn stage(&mut self) -> Result<(), TrackingError> {
         if !self.pending.is_empty() {
-            self.store.stage_metrics(&self.run_id, &self.pending)?;
-            self.pending.clear();
+            self.store.stage_metrics(&mut self.pending)?;
         }
         Ok(())
     }
@@ -45,7 +43,8 @@ impl Sink for StoreSink {
         match record {
             Record::Start { resume_step, .. } => {
                 self.stage()?;
-                self.store.drop_metrics_after(&self.run_id, resume_step.map_or(-1, |s| s as i64))?;
+                let after = resume_step.map_or(-1, |s| s as i64);
+                self.store.drop_metrics_after(self.pending.run_id(), after)?;
             }
             Record::Scalar { key, step, value, wall_time } => {
                 self.pending.push(key, *step as i64, *value, *wall_time);
