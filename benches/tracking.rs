@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dbsweep::store::{Checkpointer, Store};
+use dbsweep::store::Store;
 use dbsweep::tracking::background::Background;
 use dbsweep::tracking::journal::{self, Journal};
-use dbsweep::tracking::store_sink::StoreSink;
 use dbsweep::tracking::tensorboard::TensorBoardSink;
-use dbsweep::tracking::tracker::Tracker;
+use dbsweep::tracking::tracker::{Tracker, metrics_sink};
 use dbsweep::tracking::{Record, Sink};
 
 /// The same allocator as the `dbsweep` binary (see `src/main.rs`).
@@ -97,13 +96,9 @@ fn main() {
     println!("{n} scalar points, 5 per step, flushed (fsync) every 500 steps");
     let journal: &mut dyn Sink = &mut Journal::open(&folder("journal").join(journal::FILE)).unwrap();
     report("journal alone", feed(n, journal));
-    // The store as the tracker opens it: checkpointed by a thread of its own.
-    let connection = Store::open(&db).unwrap();
-    connection.leave_checkpoints_to_others().unwrap();
-    let checkpointer = Checkpointer::spawn(&db).unwrap();
-    let metrics: &mut dyn Sink = &mut Background::spawn(StoreSink::new(connection, &runs[0].run_id), 4096, &db);
-    report("SQLite alone (background thread)", feed(n, metrics));
-    drop(checkpointer);
+    // The store's sink as the tracker opens it: checkpointed by a thread of its own.
+    let (mut metrics, _checkpointer) = metrics_sink(&db, &runs[0].run_id).unwrap();
+    report("SQLite alone (background thread)", feed(n, &mut metrics as &mut dyn Sink));
     let tb_dir = folder("tensorboard");
     let tensorboard: &mut dyn Sink = &mut Background::spawn(TensorBoardSink::new(&tb_dir).unwrap(), 4096, &tb_dir);
     report("TensorBoard alone (background thread)", feed(n, tensorboard));

@@ -20,6 +20,15 @@ use crate::store::{Checkpointer, Store};
 /// Records a background sink may fall behind by before `emit` waits for it.
 const QUEUE: usize = 4096;
 
+/// The lineage store's metrics sink of run `run_id` as a tracker runs it: a connection of its
+/// own to the store at `store`, on a background thread, which leaves checkpointing the
+/// write-ahead log to the returned [`Checkpointer`] (keep it until the sink is dropped).
+pub fn metrics_sink(store: &Path, run_id: &str) -> Result<(Background, Checkpointer), TrackingError> {
+    let connection = Store::open(store)?;
+    connection.leave_checkpoints_to_others()?;
+    Ok((Background::spawn(StoreSink::new(connection, run_id), QUEUE, store), Checkpointer::spawn(store)?))
+}
+
 /// The sinks of one attempt of a run.
 pub struct Tracker {
     journal: Journal,
@@ -50,13 +59,10 @@ impl Tracker {
         let (journal, earlier) = Journal::open_with_records(&run_dir.join(journal::FILE))?;
         let tensorboard = tensorboard
             .then(|| Ok::<_, TrackingError>(Background::spawn(TensorBoardSink::new(run_dir)?, QUEUE, run_dir)));
-        let connection = Store::open(store)?;
-        connection.leave_checkpoints_to_others()?;
-        let mut metrics = Background::spawn(StoreSink::new(connection, run_id), QUEUE, store);
+        let (mut metrics, checkpointer) = metrics_sink(store, run_id)?;
         if resuming {
             earlier.into_iter().try_for_each(|record| metrics.push(record))?;
         }
-        let checkpointer = Checkpointer::spawn(store)?;
         Ok(Self { journal, wandb, tensorboard: tensorboard.transpose()?, metrics, _checkpointer: checkpointer })
     }
 
