@@ -1,7 +1,8 @@
 //! The `dbsweep` binary: parse arguments, run the command, map the outcome to an exit code.
 
 use clap::Parser;
-use dbsweep::{cli, exit};
+use dbsweep::cli;
+use dbsweep::exit::Kind;
 
 /// mimalloc instead of glibc malloc: training allocates and frees many large tensors per step,
 /// and glibc returns those to the kernel (mmap/munmap), so every step paid for fresh zeroed
@@ -23,16 +24,17 @@ fn main() {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() { exit::BAD_INPUT } else { exit::OK });
+            let kind = if e.use_stderr() { Kind::BadInput } else { Kind::Ok };
+            std::process::exit(kind.code());
         }
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut stdout = std::io::stdout().lock();
     match cli::run(args, &env, &mut stdout) {
-        Ok(code) => std::process::exit(code),
+        Ok(kind) => std::process::exit(kind.code()),
         Err(err) => {
             eprintln!("error: {err}");
-            std::process::exit(exit::code(&err));
+            std::process::exit(err.kind().code());
         }
     }
 }

@@ -310,6 +310,44 @@ fn resume_follows_the_jobs_of_a_killed_orchestrator_instead_of_resubmitting() {
 }
 
 #[test]
+fn hyperband_stops_slurm_jobs_as_it_stops_local_runs() {
+    // The same sweep and assertions as the local backend's Hyperband test (tests/cli/run.rs):
+    // train/lr is constant per run, so the ranking is known, and one job at a time gives the
+    // same order of reports as one CPU slot, so the same decisions.
+    let cluster = Cluster::up();
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("hb.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: slurmhb\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: 80}}\n  validation: {{every_steps: 1000}}\n  checkpoint: {{every_steps: 1000}}\nmetric: {{name: train/lr, goal: minimize}}\nearly_terminate: {{type: hyperband, min_iter: 3, eta: 2}}\nparameters:\n  train.learning_rate: {{values: [1.0e-5, 1.0e-4, 1.0e-3]}}\n",
+            repo().join("sweeps/base/tiny.yaml").display(),
+            repo().join("examples/instance").display()
+        ),
+    )
+    .unwrap();
+    let sweep = Sweep { root, file, conf: cluster.conf.clone() };
+    let args = ["run", sweep.file.to_str().unwrap(), "--backend", "slurm", "--gres", "none", "--max-parallel", "1"];
+    let (code, out) = sweep.run(&args, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sweep done: 1 finished, 2 stopped early, 0 failed, 0 remaining"), "{out}");
+    assert_eq!(out.matches("early stop ").count(), 2, "{out}");
+    assert_eq!(
+        sweep.query::<String>("SELECT status FROM runs ORDER BY json_extract(config_json, '$.train.learning_rate')"),
+        ["finished", "stopped", "stopped"]
+    );
+    let steps: Vec<i64> =
+        sweep.query("SELECT COUNT(*) FROM metrics WHERE key = 'train/loss' GROUP BY run_id ORDER BY COUNT(*) DESC");
+    assert!(steps[0] == 80 && steps[1] < 80 && steps[2] < 80, "{steps:?}");
+    // The stopped jobs checkpointed and ended on the signal: no job is left, none was cancelled
+    // by force.
+    assert!(cluster.queued().is_empty(), "jobs left: {:?}", cluster.queued());
+    let (code, again) = sweep.run(&["resume", "slurmhb", "--backend", "slurm", "--gres", "none"], &[]);
+    assert_eq!(code, 0, "{again}");
+    assert!(!again.contains("started"), "stopped runs are not resumed: {again}");
+}
+
+#[test]
 fn slurm_errors_are_clear_messages() {
     let cluster = Cluster::up();
     let sweep = Sweep::new(&cluster, "slurmbad", 1, STEPS);
@@ -322,7 +360,7 @@ fn slurm_errors_are_clear_messages() {
     assert!(out.contains("stopping: cannot submit Slurm jobs: `sbatch` failed"), "{out}");
     assert!(out.contains("invalid partition"), "{out}");
     let errors: Vec<String> = sweep.query("SELECT error FROM runs");
-    assert!(errors[0].contains("cannot submit the Slurm job"), "{errors:?}");
+    assert!(errors[0].contains("cannot submit Slurm jobs"), "{errors:?}");
     let (code, out) =
         sweep.run(&["resume", "slurmbad", "--backend", "slurm"], &[("SLURM_CONF", "/nonexistent/slurm.conf")]);
     assert_eq!(code, 2, "{out}");

@@ -113,6 +113,9 @@ struct State {
     faults: VecDeque<(Route, Fault)>,
     delay: Duration,
     stopped: bool,
+    /// Hand out upload URLs as the server names the files, spaces and all (as some servers
+    /// and proxies do), instead of percent-encoded.
+    raw_upload_urls: bool,
 }
 
 /// A local W&B server; stops when dropped.
@@ -376,13 +379,17 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
                     {
                         violation(&mut s, format!("CreateRunFiles variables {vars}"));
                     }
-                    let port = s.port;
+                    let (port, raw) = (s.port, s.raw_upload_urls);
+                    let url = |n: &str| {
+                        let name = if raw { n.to_string() } else { n.replace(' ', "%20") };
+                        format!("http://127.0.0.1:{port}/upload/{name}")
+                    };
                     let files: Vec<Value> = vars["files"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter_map(Value::as_str)
-                        .map(|n| json!({"name": n, "uploadUrl": format!("http://127.0.0.1:{port}/upload/{}", n.replace(' ', "%20"))}))
+                        .map(|n| json!({"name": n, "uploadUrl": url(n)}))
                         .collect();
                     json!({"data": {"createRunFiles": {"runID": "b1", "uploadHeaders": ["X-Fake-Header:abc"], "files": files}}})
                 }
@@ -949,4 +956,55 @@ fn a_training_run_reaches_wandb() {
         let bytes = std::fs::read(&file).unwrap();
         assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the API key is in {}", file.display());
     }
+}
+
+/// Upload URLs that hold spaces (the file names do) are sent percent-encoded, and arrive.
+#[test]
+fn upload_urls_with_spaces_are_encoded() {
+    let server = Server::start();
+    server.state().raw_upload_urls = true;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink =
+        WandbSink::with_options(&config(WandbMode::Online), RUN, None, dir.path(), &env(&server.base, KEY), fast())
+            .unwrap();
+    sink.write(&start(1, None)).unwrap();
+    let (img, bytes) = image(dir.path(), "validation/a photo of sks dog/0", 1);
+    sink.write(&img).unwrap();
+    log_steps(&mut sink, 1..3);
+    sink.write(&end(EndStatus::Success)).unwrap();
+    let status = sink.finish();
+    assert!(status.finished && !status.gave_up, "{status:?}");
+    server.assert_no_violations();
+    assert_eq!(server.state().uploads.values().collect::<Vec<_>>(), vec![&bytes]);
+}
+
+/// `dbsweep sync` that could not deliver a file says so and exits non-zero.
+#[test]
+fn a_sync_that_cannot_deliver_everything_fails() {
+    let server = Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let run_dir = root.path().join("runs").join(RUN);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut sink = WandbSink::from_config(&config(WandbMode::Offline), RUN, None, &run_dir, &[]).unwrap();
+    sink.write(&start(1, None)).unwrap();
+    let (img, _) = image(&run_dir, "sample", 1);
+    sink.write(&img).unwrap();
+    log_steps(&mut sink, 1..3);
+    sink.write(&end(EndStatus::Success)).unwrap();
+    sink.finish();
+    server.fault(Route::Upload, Fault::Status(400));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["sync", RUN])
+        .env_remove("DBSWEEP_ROOT")
+        .env("WANDB_BASE_URL", &server.base)
+        .env("WANDB_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("not uploaded:"), "{stdout}");
+    assert!(stderr.contains("could not be delivered to W&B"), "{stderr}");
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY), "the key never shows");
 }

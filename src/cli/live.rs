@@ -39,6 +39,10 @@ impl View {
             writeln!(out, "{}", serde_json::to_string(event).expect("events serialize"))?;
             return out.flush();
         }
+        if matches!(event, Event::Sweep { .. }) {
+            // For scripts: people saw the sweep id in the command's first line.
+            return Ok(());
+        }
         match event {
             Event::Started { run, slot, .. } => {
                 self.running.insert(run.clone(), format!("{run:<24} {slot:<10} starting"));

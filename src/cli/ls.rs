@@ -6,11 +6,12 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{Error, table};
-use crate::store::{Store, SweepSummary};
+use crate::store::{RunRow, Store, SweepSummary};
+use crate::tracking::wandb;
 
 /// Lists every sweep (or only `only`) with its runs.
 pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
-    let Some(store) = Store::open_existing(db)? else {
+    let Some(store) = Store::open_read_only(db)? else {
         if as_json {
             writeln!(out, "[]")?;
         } else {
@@ -22,6 +23,8 @@ pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> 
         Some(key) => vec![store.sweep(key)?],
         None => store.sweeps()?,
     };
+    // Runs outside sweeps (`dbsweep train`, reproductions) are listed too, after the sweeps.
+    let loose = if only.is_none() { store.runs_outside_sweeps()? } else { Vec::new() };
     let mut docs = Vec::new();
     for (i, sweep) in sweeps.iter().enumerate() {
         let runs = store.sweep_runs(&sweep.id)?;
@@ -56,8 +59,39 @@ pub fn ls(db: &Path, only: Option<&str>, as_json: bool, out: &mut dyn Write) -> 
             .collect();
         write!(out, "{}", table::render(&headers, &rows))?;
     }
+    if !loose.is_empty() && !as_json {
+        if !sweeps.is_empty() {
+            writeln!(out)?;
+        }
+        writeln!(out, "runs outside sweeps ({}):", loose.len())?;
+        let headers = ["RUN ID", "STATUS", "ATTEMPT"].map(String::from).to_vec();
+        let rows: Vec<Vec<String>> =
+            loose.iter().map(|r| vec![r.id.clone(), r.status.to_string(), r.attempt.to_string()]).collect();
+        write!(out, "{}", table::render(&headers, &rows))?;
+    }
+    if !as_json {
+        let root = db.parent().unwrap_or(Path::new("."));
+        let ids = docs_ids(&store, &sweeps, &loose)?;
+        let waiting = ids.iter().filter(|id| wandb::pending(&root.join("runs").join(id)).is_ok_and(|p| p.entries > 0));
+        let waiting: Vec<&String> = waiting.collect();
+        if !waiting.is_empty() {
+            writeln!(out, "\n{} run(s) have W&B data spooled, not delivered: `dbsweep sync` sends it", waiting.len())?;
+        }
+    }
     if as_json {
+        if !loose.is_empty() {
+            docs.push(json!({"sweep": null, "runs": loose}));
+        }
         super::print_json(out, &docs)?;
     }
     Ok(())
+}
+
+/// The ids of every run listed: those of `sweeps` and the runs outside sweeps.
+fn docs_ids(store: &Store, sweeps: &[SweepSummary], loose: &[RunRow]) -> Result<Vec<String>, Error> {
+    let mut ids: Vec<String> = loose.iter().map(|r| r.id.clone()).collect();
+    for sweep in sweeps {
+        ids.extend(store.sweep_runs(&sweep.id)?.into_iter().map(|r| r.id));
+    }
+    Ok(ids)
 }

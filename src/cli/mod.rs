@@ -1,25 +1,35 @@
 //! The command line: clap definitions and one small module per command. Commands parse,
 //! call the library, and print; they hold no logic of their own.
 
+mod compare;
 mod dashboard;
+mod error;
+mod export;
+mod gc;
 mod live;
 mod ls;
 mod plan;
-mod report;
+mod reproduce;
 mod run;
 mod sample;
 mod show;
 mod sync;
 mod table;
+mod tensorboard;
 mod train;
 
+pub use error::Error;
+
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::ConfigError;
-use crate::store::{DB_FILE, StoreError};
+use crate::config::ExperimentConfig;
+use crate::exit::Kind;
+use crate::store::{DB_FILE, Store};
+use crate::sweep::Goal;
+use crate::train::attempt::{Attempt, AttemptOptions};
 
 /// Declarative DreamBooth sweeps: expand, schedule, train, track, compare, reproduce.
 #[derive(Debug, Parser)]
@@ -107,7 +117,7 @@ pub enum Command {
         sort: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
-        format: report::Format,
+        format: compare::Format,
         /// Shorthand for --format json.
         #[arg(long)]
         json: bool,
@@ -124,7 +134,7 @@ pub enum Command {
         metric: Option<String>,
         /// minimize or maximize (default: the sweep's, else minimize).
         #[arg(long)]
-        goal: Option<String>,
+        goal: Option<Goal>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -139,7 +149,8 @@ pub enum Command {
         /// The folder to create.
         out: PathBuf,
     },
-    /// Print the TensorBoard command that shows a sweep's runs under readable names.
+    /// Build a sweep's TensorBoard folder (its runs under readable names, the HParams summary,
+    /// the custom-scalars layout) under the root, and print the `tensorboard` command that shows it.
     Tensorboard {
         /// Sweep id or name.
         sweep: String,
@@ -148,9 +159,12 @@ pub enum Command {
     Gc {
         /// Sweep id or name.
         sweep: String,
-        /// What to keep.
+        /// What to keep of each run: `best`, `last` or `best,last`.
         #[arg(long, default_value = "best,last")]
-        keep: String,
+        keep: crate::report::gc::Keep,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Retrain a run from its stored configuration as a new, linked run.
     Reproduce {
@@ -167,7 +181,7 @@ pub enum Command {
     Dashboard {
         /// Sweep id or name.
         sweep: String,
-        /// Output file (default `dashboards/<sweep-id>.html`).
+        /// Output file (default `ROOT/dashboards/<sweep-id>.html`, under the output root).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -196,35 +210,6 @@ pub enum Command {
     },
 }
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A sweep or configuration file, variable or flag is invalid.
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    /// The lineage store failed or lacks what was asked for.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    /// A command-line value is invalid.
-    #[error("{0}")]
-    Usage(String),
-    /// A model folder is unusable, or computing with it failed.
-    #[error("{0}")]
-    Model(#[from] crate::model::ModelError),
-    /// A tensor computation failed.
-    #[error("tensor computation failed: {0}")]
-    Tensor(#[from] candle_core::Error),
-    /// Training failed.
-    #[error("{0}")]
-    Train(#[from] crate::train::trainer::TrainError),
-    /// Delivering tracking data (W&B) failed.
-    #[error("{0}")]
-    Tracking(#[from] crate::tracking::TrackingError),
-    /// Writing the output failed.
-    #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
-}
-
 /// Writes `value` as pretty JSON and a newline.
 fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), Error> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
@@ -232,43 +217,87 @@ fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), 
     Ok(())
 }
 
-/// Runs `cli` with the process environment `env`, writing results to `out`; returns the exit
-/// code of a command that succeeded (0, or 130 for an interrupted training run).
-pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<i32, Error> {
-    let db = cli.root.join(DB_FILE);
-    let done = |result: Result<(), Error>| result.map(|()| crate::exit::OK);
+/// Trains one attempt of the registered run `run_id`, printing where it trains and how it
+/// ended (progress and warnings go to stderr).
+fn train_attempt(
+    store: &mut Store,
+    run_id: &str,
+    config: ExperimentConfig,
+    options: &AttemptOptions,
+    env: &[(String, String)],
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<Kind, Error> {
+    let notify = Box::new(|notice: crate::train::Notice| eprintln!("{}", notice.line()));
+    let attempt = Attempt::begin(store, run_id, config, options, env, root, notify)?;
+    if let Some(warning) = &attempt.warning {
+        eprintln!("warning: {warning}");
+    }
+    writeln!(out, "run {run_id}: attempt {}, folder {}", attempt.number(), attempt.run_dir().display())?;
+    let outcome = attempt.train(store)?;
+    writeln!(out, "run {run_id}: {outcome}")?;
+    if let Some(note) = &outcome.train.wandb_undelivered {
+        writeln!(out, "run {run_id}: {note}")?;
+    }
+    Ok(outcome.kind())
+}
+
+/// Opens the lineage store under `root` for command `what`, which writes to it.
+fn open_store(root: &Path, what: &str) -> Result<Store, Error> {
+    let db = root.join(DB_FILE);
+    Store::open_existing(&db)?.ok_or_else(|| no_store(what, &db))
+}
+
+/// Opens the lineage store under `root` only to read, for command `what` (works on archived
+/// and read-only results).
+fn read_store(root: &Path, what: &str) -> Result<Store, Error> {
+    let db = root.join(DB_FILE);
+    Store::open_read_only(&db)?.ok_or_else(|| no_store(what, &db))
+}
+
+fn no_store(what: &str, db: &Path) -> Error {
+    Error::Usage(format!(
+        "{what}: no lineage store at {} (nothing has run under this root; give the root with --root or DBSWEEP_ROOT)",
+        db.display()
+    ))
+}
+
+/// Runs `cli` with the process environment `env`, writing results to `out`; returns how a
+/// command that did not fail ended (`Ok`, or runs failed or were interrupted).
+pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<Kind, Error> {
+    let root = cli.root.as_path();
+    let db = root.join(DB_FILE);
+    let done = |result: Result<(), Error>| result.map(|()| Kind::Ok);
     match cli.command {
         Command::Plan { sweep, json } => done(plan::plan(&sweep, env, &db, json, out)),
         Command::Submit { sweep, rerun, json } => done(plan::submit(&sweep, env, &db, rerun, json, out)),
         Command::Ls { sweep, json } => done(ls::ls(&db, sweep.as_deref(), json, out)),
         Command::Show { run_id, json } => done(show::show(&db, &run_id, json, out)),
-        Command::Sample(args) => done(sample::sample(&args, env, &cli.root, out)),
-        Command::Train(args) => train::train(&args, env, &cli.root, out),
-        Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, &cli.root, out),
-        Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, &cli.root, out),
+        Command::Sample(args) => done(sample::sample(&args, env, root, out)),
+        Command::Train(args) => train::train(&args, env, root, out),
+        Command::Run { sweep, rerun, schedule } => run::run(&sweep, rerun, &schedule, env, root, out),
+        Command::Resume { sweep, schedule } => run::resume(&sweep, &schedule, env, root, out),
         Command::Gpus { json } => done(run::gpus(env, json, out)),
-        Command::Sync { target } => done(sync::sync(&cli.root, target.as_deref(), env, out)),
+        Command::Sync { target } => done(sync::sync(root, target.as_deref(), env, out)),
         Command::Compare { sweep, metric, sort, format, json, csv } => {
             let format = if json {
-                report::Format::Json
+                compare::Format::Json
             } else if csv {
-                report::Format::Csv
+                compare::Format::Csv
             } else {
                 format
             };
-            done(report::compare_cmd(&cli.root, &sweep, metric.as_deref(), sort, format, out))
+            done(compare::compare(root, &sweep, metric.as_deref(), sort, format, out))
         }
         Command::Best { sweep, metric, goal, json } => {
-            done(report::best_cmd(&cli.root, &sweep, metric.as_deref(), goal.as_deref(), json, out))
+            done(compare::best(root, &sweep, metric.as_deref(), goal, json, out))
         }
-        Command::Export { reference, format: _, out: dir } => {
-            done(report::export_cmd(&cli.root, &reference, &dir, out))
-        }
-        Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(&cli.root, &sweep, file.as_deref(), out)),
-        Command::Tensorboard { sweep } => done(report::tensorboard_cmd(&cli.root, &sweep, out)),
-        Command::Gc { sweep, keep } => done(report::gc_cmd(&cli.root, &sweep, &keep, out)),
+        Command::Export { reference, format: _, out: dir } => done(export::export(root, &reference, &dir, out)),
+        Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(root, &sweep, file.as_deref(), out)),
+        Command::Tensorboard { sweep } => done(tensorboard::tensorboard(root, &sweep, out)),
+        Command::Gc { sweep, keep, dry_run } => done(gc::gc(root, &sweep, keep, dry_run, out)),
         Command::Reproduce { run_id, verify, allow_data_change } => {
-            report::reproduce_cmd(&cli.root, &run_id, verify, allow_data_change, env, out)
+            reproduce::reproduce(root, &run_id, verify, allow_data_change, env, out)
         }
     }
 }

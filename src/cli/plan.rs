@@ -9,10 +9,14 @@ use serde_json::{Value, json};
 use super::{Error, SweepArgs, table};
 use crate::store::{CodeVersion, Store};
 use crate::sweep::{self, Plan};
+use crate::train::preflight;
 
+/// The sweep file's plan, checked as far as it can be before anything trains.
 fn build(args: &SweepArgs, env: &[(String, String)]) -> Result<Plan, Error> {
     let spec = sweep::load(&args.sweep)?;
-    Ok(Plan::build(spec, env.iter().cloned(), &args.set)?)
+    let plan = Plan::build(spec, env.iter().cloned(), &args.set)?;
+    preflight::check_plan(&plan, env)?;
+    Ok(plan)
 }
 
 fn header(plan: &Plan) -> String {
@@ -40,7 +44,7 @@ pub fn plan(
 ) -> Result<(), Error> {
     let plan = build(args, env)?;
     let hashes: Vec<_> = plan.runs.iter().map(|r| r.config_hash).collect();
-    let known = match Store::open_existing(db)? {
+    let known = match Store::open_read_only(db)? {
         Some(store) => store.runs_by_hash(&hashes)?,
         None => HashMap::new(),
     };

@@ -10,11 +10,13 @@ use std::io::IsTerminal;
 
 use super::live::{Mode, View};
 use super::{Error, SweepArgs, print_json, table};
-use crate::exit;
-use crate::scheduler::slurm::{self as slurm_backend, SlurmOptions};
-use crate::scheduler::{self, Event, GpuSelection, RunOptions, gpus, slots};
-use crate::store::{CodeVersion, Store};
+use crate::exit::Kind;
+use crate::scheduler::local::{LocalBackend, TrainCommand};
+use crate::scheduler::slurm::{SlurmBackend, SlurmOptions};
+use crate::scheduler::{self, DispatchOptions, Event, GpuSelection, Slot, gpus, slots};
+use crate::store::{CodeVersion, Store, host_name};
 use crate::sweep::{self, Plan};
+use crate::train::preflight;
 
 /// Where runs train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -98,36 +100,65 @@ fn early_termination(store: &Store, sweep_id: &str) -> Result<Option<(sweep::Hyp
     };
     let spec = sweep::parse(doc)?;
     Ok(match (spec.early_terminate, spec.metric) {
-        (Some(rule), Some(metric)) => {
-            Some((sweep::Hyperband { rule, minimize: metric.goal == sweep::Goal::Minimize }, metric.name))
-        }
+        (Some(rule), Some(metric)) => Some((sweep::Hyperband { rule, goal: metric.goal }, metric.name)),
         _ => None,
     })
 }
 
+/// The slots of the local backend: the GPUs `--gpus` names (each must exist), or CPU slots.
+fn local_slots(args: &ScheduleArgs, env: &[(String, String)]) -> Result<Vec<Slot>, Error> {
+    let found = gpus::discover(env).map_err(Error::Usage)?;
+    let indices: Vec<u32> = match &args.gpus {
+        GpuSelection::None => Vec::new(),
+        GpuSelection::All => found.iter().map(|g| g.index).collect(),
+        GpuSelection::List(list) => {
+            if let Some(missing) = list.iter().find(|i| !found.iter().any(|g| g.index == **i)) {
+                let have = if found.is_empty() {
+                    "this machine has no GPU that dbsweep can use (nvidia-smi lists none); use `--gpus none` (or \
+                     leave `--gpus` out) for CPU slots"
+                        .to_string()
+                } else {
+                    let list: Vec<String> = found.iter().map(|g| format!("{} ({})", g.index, g.name)).collect();
+                    format!("the GPUs here are {}", list.join(", "))
+                };
+                return Err(Error::Usage(format!("--gpus: no GPU {missing}: {have}")));
+            }
+            list.clone()
+        }
+    };
+    slots::plan(&indices, args.gpus_per_run, args.runs_per_gpu, args.max_parallel, cores()).map_err(Error::Usage)
+}
+
+/// The backend the flags ask for, checked before anything is written.
+fn backend(args: &ScheduleArgs, env: &[(String, String)], root: &Path) -> Result<Box<dyn scheduler::Backend>, Error> {
+    let command = TrainCommand { exe: std::env::current_exe().map_err(Error::Output)?, root: root.to_path_buf() };
+    Ok(match args.backend {
+        Backend::Local => {
+            let slurm_only = [
+                ("--partition", args.partition.is_some()),
+                ("--gres", args.gres.is_some()),
+                ("--time", args.time.is_some()),
+                ("--slurm-arg", !args.slurm_args.is_empty()),
+            ];
+            if let Some((flag, _)) = slurm_only.iter().find(|(_, given)| *given) {
+                return Err(Error::Usage(format!("{flag} applies to `--backend slurm`")));
+            }
+            Box::new(LocalBackend::new(local_slots(args, env)?, command, host_name()))
+        }
+        Backend::Slurm => Box::new(SlurmBackend::new(slurm_options(args, env, command, host_name())?)),
+    })
+}
+
+/// Runs the registered sweep `sweep_id` on `backend` and shows its events.
 fn schedule(
     store: &mut Store,
     sweep_id: &str,
+    mut backend: Box<dyn scheduler::Backend>,
     args: &ScheduleArgs,
-    env: &[(String, String)],
-    root: &Path,
     out: &mut dyn Write,
-) -> Result<i32, Error> {
-    if args.backend == Backend::Local {
-        let slurm_only = [
-            ("--partition", args.partition.is_some()),
-            ("--gres", args.gres.is_some()),
-            ("--time", args.time.is_some()),
-            ("--slurm-arg", !args.slurm_args.is_empty()),
-        ];
-        if let Some((flag, _)) = slurm_only.iter().find(|(_, given)| *given) {
-            return Err(Error::Usage(format!("{flag} applies to `--backend slurm`")));
-        }
-    }
-    let opts = RunOptions {
-        exe: std::env::current_exe().map_err(Error::Output)?,
-        root: root.to_path_buf(),
-        host: super::train::host(),
+) -> Result<Kind, Error> {
+    let opts = DispatchOptions {
+        host: host_name(),
         max_retries: args.max_retries,
         fail_fast: args.fail_fast,
         immediate_failure: Duration::from_secs(10),
@@ -151,36 +182,20 @@ fn schedule(
             write_err.get_or_insert(e);
         }
     };
-    let summary = match args.backend {
-        Backend::Local => {
-            let gpu_indices: Vec<u32> = match &args.gpus {
-                GpuSelection::None => Vec::new(),
-                GpuSelection::List(list) => list.clone(),
-                GpuSelection::All => gpus::discover(env).map_err(Error::Usage)?.iter().map(|g| g.index).collect(),
-            };
-            let slots = slots::plan(&gpu_indices, args.gpus_per_run, args.runs_per_gpu, args.max_parallel, cores())
-                .map_err(Error::Usage)?;
-            scheduler::run(store, sweep_id, &slots, &opts, &stop, &mut report)?
-        }
-        Backend::Slurm => {
-            let slurm = slurm_options(args, env, opts)?;
-            slurm_backend::run(store, sweep_id, &slurm, &stop, &mut report)?
-        }
-    };
+    let summary = scheduler::dispatch(store, sweep_id, backend.as_mut(), &opts, &stop, &mut report)?;
     if let Some(e) = write_err {
         return Err(Error::Output(e));
     }
-    Ok(if summary.interrupted {
-        exit::INTERRUPTED
-    } else if summary.failed > 0 || summary.remaining > 0 {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(summary.kind())
 }
 
 /// The Slurm backend's options from the flags and `SLURM_CONF`.
-fn slurm_options(args: &ScheduleArgs, env: &[(String, String)], run: RunOptions) -> Result<SlurmOptions, Error> {
+fn slurm_options(
+    args: &ScheduleArgs,
+    env: &[(String, String)],
+    command: TrainCommand,
+    host: String,
+) -> Result<SlurmOptions, Error> {
     if args.gpus_per_run == 0 {
         return Err(Error::Usage("--gpus-per-run must be at least 1 (use `--gres none` for jobs without GPUs)".into()));
     }
@@ -197,9 +212,9 @@ fn slurm_options(args: &ScheduleArgs, env: &[(String, String)], run: RunOptions)
             return Err(Error::Usage(format!("{flag}: expected one word, got `{}`", value.as_deref().unwrap_or(""))));
         }
     }
-    let mut opts = SlurmOptions::new(run);
+    let mut opts = SlurmOptions::new(command, host);
     // Jobs find the root by this path (on other nodes, from another folder): make it absolute.
-    opts.run.root = std::path::absolute(&opts.run.root).map_err(Error::Output)?;
+    opts.command.root = std::path::absolute(&opts.command.root).map_err(Error::Output)?;
     opts.max_parallel = args.max_parallel;
     opts.gres = gres;
     opts.partition = args.partition.clone();
@@ -221,15 +236,17 @@ pub fn run(
     env: &[(String, String)],
     root: &Path,
     out: &mut dyn Write,
-) -> Result<i32, Error> {
+) -> Result<Kind, Error> {
     let spec = sweep::load(&sweep_args.sweep)?;
     let plan = Plan::build(spec, env.iter().cloned(), &sweep_args.set)?;
+    preflight::check_plan(&plan, env)?;
+    let backend = backend(args, env, root)?;
     let mut store = Store::open(&root.join(crate::store::DB_FILE))?;
     let reg = store.register(&plan, &CodeVersion::current(), rerun)?;
     if !args.json {
         writeln!(out, "sweep {} ({} runs) in {}", reg.sweep_id, reg.runs.len(), root.display())?;
     }
-    schedule(&mut store, &reg.sweep_id, args, env, root, out)
+    schedule(&mut store, &reg.sweep_id, backend, args, out)
 }
 
 /// `dbsweep resume SWEEP`: continues a registered sweep (id or name).
@@ -239,10 +256,11 @@ pub fn resume(
     env: &[(String, String)],
     root: &Path,
     out: &mut dyn Write,
-) -> Result<i32, Error> {
+) -> Result<Kind, Error> {
+    let backend = backend(args, env, root)?;
     let mut store = Store::open(&root.join(crate::store::DB_FILE))?;
     let id = store.sweep(sweep)?.id;
-    schedule(&mut store, &id, args, env, root, out)
+    schedule(&mut store, &id, backend, args, out)
 }
 
 /// `dbsweep gpus`: the GPUs this machine offers (after `CUDA_VISIBLE_DEVICES`).

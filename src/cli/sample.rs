@@ -3,12 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::Error;
+use super::{Error, open_store, read_store};
 use crate::model::attention::AttentionMode;
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
-use crate::model::{ModelError, builtin, png};
-use crate::report::reference;
-use crate::store::Store;
+use crate::model::{ModelError, builtin, device, png};
+use crate::report::checkpoint_ref::{self, RefError};
 
 /// Options of `dbsweep sample`.
 #[derive(Debug, clap::Args)]
@@ -58,26 +57,47 @@ pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mu
             args.steps, args.n, args.guidance
         )));
     }
-    let device = super::train::choose_device(env)?.device;
+    let visible = env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.as_str());
+    let choice = device::choose(visible)?;
+    if let Some(warning) = &choice.warning {
+        eprintln!("warning: {warning}");
+    }
+    let device = choice.device;
     let mode = args.attention_chunk.map_or(AttentionMode::Full, AttentionMode::Chunked);
-    let (mut store, checkpoint) = if reference::is_reference(&args.model) {
-        let db = root.join(crate::store::DB_FILE);
-        let store = Store::open_existing(&db)?
-            .ok_or_else(|| Error::Usage(format!("--model {}: no lineage store at {}", args.model, db.display())))?;
-        let r = reference::resolve(&store, root, &args.model).map_err(|e| Error::Usage(e.to_string()))?;
-        (Some(store), Some(r))
+    let (mut store, checkpoint) = if checkpoint_ref::is_reference(&args.model) {
+        let what = format!("--model {}", args.model);
+        // Samples are recorded as the run's artifacts where the store can be written.
+        let store = match open_store(root, &what) {
+            Ok(store) => store,
+            Err(e) => {
+                let store = read_store(root, &what).map_err(|_| e)?;
+                eprintln!("note: the lineage store cannot be written here: the samples are not recorded in it");
+                store
+            }
+        };
+        let r = checkpoint_ref::resolve(&store, root, &args.model)?;
+        let writable = !store.is_read_only();
+        (writable.then_some(store), Some(r))
     } else {
         (None, None)
     };
+    if checkpoint.is_none() && !args.model.starts_with("builtin:") && !Path::new(&args.model).exists() {
+        // Not a folder: perhaps a run id with a typo; name the closest run as `show` would.
+        if let Ok(store) = read_store(root, "sample")
+            && let Err(e @ crate::store::StoreError::NotFound { hint: Some(_), .. }) = store.run(&args.model)
+        {
+            return Err(Error::Usage(format!("--model {}: no such model folder, and {e}", args.model)));
+        }
+    }
     let base = checkpoint.as_ref().map_or(args.model.as_str(), |r| r.config.model.pretrained.as_str());
     let folder = builtin::resolve(base, &root.join("models"))?;
     let model = StableDiffusion::load(&folder, &device, mode)?;
     if let Some(r) = &checkpoint {
         let text = r.folder.join("text_encoder.safetensors").exists().then_some(&model.text_vars);
-        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None)
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None).map_err(RefError::from)?;
         if let Some(rule) = &r.rule {
-            writeln!(out, "using run {} at step {} ({rule})", r.run_id, r.step)?;
+            // A note, not a result: stdout lists only the images written.
+            eprintln!("using run {} at step {} ({rule})", r.run_id, r.step);
         }
     }
     let latents = args.latents.as_deref().map(|p| load_latents(p, &model)).transpose()?;

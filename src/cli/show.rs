@@ -5,10 +5,11 @@ use std::path::Path;
 
 use super::{Error, table};
 use crate::store::{Store, StoreError};
+use crate::tracking::wandb;
 
 /// Prints everything the store knows about `run_id`.
 pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Result<(), Error> {
-    let Some(store) = Store::open_existing(db)? else {
+    let Some(store) = Store::open_read_only(db)? else {
         return Err(StoreError::NotFound { what: "run", id: run_id.into(), hint: None }.into());
     };
     let rec = store.run(run_id)?;
@@ -29,6 +30,11 @@ pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Resu
     writeln!(out, "created      {}  started {}  ended {}", rec.created_at, opt(&rec.started_at), opt(&rec.ended_at))?;
     if let Some(error) = &rec.error {
         writeln!(out, "error        {error} (exit code {})", rec.exit_code.map_or("-".into(), |c| c.to_string()))?;
+    }
+    let run_dir = db.parent().unwrap_or(Path::new(".")).join("runs").join(&rec.id);
+    let pending = wandb::pending(&run_dir).map_or(0, |p| p.entries);
+    if pending > 0 {
+        writeln!(out, "W&B          {pending} entries spooled, not delivered: `dbsweep sync {}` sends them", rec.id)?;
     }
     writeln!(out, "\nsettings that are not defaults:")?;
     let headers: Vec<String> = ["KEY", "VALUE", "FROM", "WHERE"].map(String::from).to_vec();

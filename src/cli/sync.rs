@@ -51,6 +51,7 @@ pub fn sync(root: &Path, target: Option<&str>, env: &[(String, String)], out: &m
         return Ok(());
     }
     let mut first_error = None;
+    let mut not_delivered = 0;
     for (run_id, run_dir) in runs {
         let result = wandb::pending(&run_dir).and_then(|pending| {
             if pending.entries == 0 {
@@ -69,6 +70,7 @@ pub fn sync(root: &Path, target: Option<&str>, env: &[(String, String)], out: &m
                 for skipped in &report.skipped {
                     writeln!(out, "  not uploaded: {skipped}")?;
                 }
+                not_delivered += report.skipped.len();
             }
             Err(e) => {
                 writeln!(out, "{run_id}: {e}")?;
@@ -78,6 +80,8 @@ pub fn sync(root: &Path, target: Option<&str>, env: &[(String, String)], out: &m
     }
     match first_error {
         Some(e) => Err(Error::Tracking(TrackingError::Wandb(e))),
+        // Files the server would not take: the sync did not deliver everything.
+        None if not_delivered > 0 => Err(Error::Undelivered(not_delivered)),
         None => Ok(()),
     }
 }

@@ -6,7 +6,7 @@
 //! unknown-key detection with suggestions, and typed errors that name the key.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map as FigmentMap};
 use figment::{Figment, Metadata, Profile, Provider, Source, providers::Serialized};
@@ -112,6 +112,23 @@ impl Layers {
         self.push("file", Source::File(file), value)
     }
 
+    /// Adds an experiment file (the settings of one run, as `dbsweep train` takes it). A sweep
+    /// file given instead is one problem that says so, not a list of unknown keys.
+    pub fn experiment(mut self, doc: &YamlDoc) -> Self {
+        let sweep_key = ["parameters", "method"].into_iter().find(|k| doc.value.get(k).is_some());
+        if let Some(key) = sweep_key {
+            let origin = Origin::File(doc.map.key(&[key.to_string()]));
+            let message = format!(
+                "this is a sweep file (it has `{key}:`): train its runs with `dbsweep run {}`; `dbsweep train` takes an \
+                 experiment file (the settings of one run)",
+                doc.map.file().display()
+            );
+            self.problems.push(Problem::new(origin, None, ProblemKind::Conflict(message)));
+            return self;
+        }
+        self.file(doc, &[])
+    }
+
     /// Adds every `DBSWEEP_*` variable of `vars` (pass `std::env::vars()`), except
     /// command-line settings such as `DBSWEEP_ROOT`.
     pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
@@ -131,17 +148,23 @@ impl Layers {
         self
     }
 
-    /// Adds `--set key=value` flags, in order (a later flag wins).
+    /// Adds `--set key=value` flags, in order (a later flag wins). A flag that tries to set an
+    /// API key is shown without its value wherever it is named (the key is never a setting,
+    /// and never repeated in a message).
     pub fn flags(mut self, flags: &[String]) -> Self {
         for flag in flags {
-            let origin = Origin::Flag(flag.clone());
+            let shown = match flag.split_once('=') {
+                Some((key, _)) if key.trim().ends_with("api_key") => format!("{key}=<hidden>"),
+                _ => flag.clone(),
+            };
+            let origin = Origin::Flag(shown.clone());
             let Some((key, text)) = flag.split_once('=') else {
                 let kind = ProblemKind::Invalid { expected: "key=value".into(), found: format!("{flag:?}") };
                 self.problems.push(Problem::new(origin, None, kind));
                 continue;
             };
             match nested(key.trim(), text, &origin) {
-                Ok(value) => self = self.push("flag", Source::Custom(flag.clone()), value),
+                Ok(value) => self = self.push("flag", Source::Custom(shown), value),
                 Err(p) => self.problems.push(p),
             }
         }
@@ -167,20 +190,39 @@ impl Layers {
             problems.push(Problem::new(self.origin(p, false), Some(key), ProblemKind::UnknownKey { suggestion }));
         });
         if !problems.is_empty() {
-            problems.sort_by_key(|p| match &p.origin {
-                Origin::File(loc) => (0, loc.line, loc.column),
-                _ => (1, 0, 0),
-            });
-            return Err(ConfigError::new(problems));
+            return Err(ConfigError::new(sorted(problems)));
         }
-        let config = match typed(&merged) {
-            Ok(c) => c,
-            Err(e) => {
-                let path: Vec<String> = e.key.split('.').map(String::from).collect();
-                let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
-                return Err(Problem::new(self.origin(&path, true), Some(e.key), kind).into());
+        // A value of the wrong type is reported and replaced by its default, so the next
+        // problem (and every range rule after) is found in the same pass.
+        let mut json = merged;
+        let config = loop {
+            match typed(&json) {
+                Ok(c) => break c,
+                Err(e) => {
+                    let path: Vec<String> = e.key.split('.').map(String::from).collect();
+                    // A missing key has no origin of its own: point at the nearest key written.
+                    let origin = (1..=path.len())
+                        .rev()
+                        .map(|n| self.origin(&path[..n], true))
+                        .find(|o| *o != Origin::Default)
+                        .unwrap_or(Origin::Default);
+                    let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
+                    problems.push(Problem::new(origin, Some(e.key.clone()), kind));
+                    if !replace_with_default(&mut json, &path) {
+                        return Err(ConfigError::new(sorted(problems)));
+                    }
+                }
             }
         };
+        let mut config = config;
+        config.map_paths(|key, value| {
+            let path: Vec<String> = key.split('.').map(String::from).collect();
+            let base = match self.origin(&path, true) {
+                Origin::File(loc) => loc.file.parent().map(Path::to_path_buf),
+                _ => None,
+            };
+            absolute_path(value, base.as_deref())
+        });
         for v in config.violations() {
             let path: Vec<String> = v.key.split('.').map(String::from).collect();
             let kind = ProblemKind::Invalid { expected: v.expected.into(), found: v.found };
@@ -193,7 +235,7 @@ impl Layers {
             (k, origin)
         });
         let provenance = provenance.collect();
-        ConfigError::check(problems, Resolved { config, json, provenance })
+        ConfigError::check(sorted(problems), Resolved { config, json, provenance })
     }
 
     /// Which layer supplied the value at `path`, with its position when it came from a file.
@@ -234,6 +276,37 @@ impl Resolved {
         let normalised = serde_json::to_value(&config).expect("config serializes");
         Ok(path.iter().fold(&normalised, |v, k| &v[*k]).clone())
     }
+}
+
+/// The settings that name files or folders. A relative one is relative to the file that
+/// declares it (like `extends:`), or to the current folder when it comes from a default, the
+/// environment or a flag; the resolved configuration holds it absolute, so a run trains on
+/// the same data from wherever it is started. `model.pretrained` names are left alone.
+pub const PATH_KEYS: [&str; 3] = ["model.pretrained", "data.instance_dir", "data.class_dir"];
+
+/// `value` (a path setting) made absolute against `base` (the declaring file's folder), or the
+/// current folder without one. Built-in model names (`builtin:...`) and absolute paths are
+/// returned as they are; `.` and `..` are resolved without touching the filesystem.
+pub fn absolute_path(value: &str, base: Option<&Path>) -> String {
+    if value.starts_with("builtin:") || value.trim().is_empty() {
+        return value.to_string();
+    }
+    let joined = match base {
+        Some(dir) if !Path::new(value).is_absolute() => dir.join(value),
+        _ => PathBuf::from(value),
+    };
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    let mut clean = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean.to_string_lossy().into_owned()
 }
 
 /// `json` with the keys of every mapping sorted: the canonical form that is hashed.
@@ -296,25 +369,106 @@ fn unknown_keys(v: &Value, defaults: &Value, path: &mut Vec<String>, report: &mu
     }
 }
 
+/// `problems` in the order they are written: file positions first (by file, line, column),
+/// then the environment's and flags' (stable).
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by(|a, b| match (&a.origin, &b.origin) {
+        (Origin::File(x), Origin::File(y)) => (&x.file, x.line, x.column).cmp(&(&y.file, y.line, y.column)),
+        (Origin::File(_), _) => std::cmp::Ordering::Less,
+        (_, Origin::File(_)) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    });
+    problems
+}
+
+/// Replaces the value at `path` in `json`, or else at the nearest enclosing key where that
+/// changes something, with the default's (removing it where the default has none, as for an
+/// optional section); `false` when nothing changes, so the same error would come again.
+fn replace_with_default(json: &mut Value, path: &[String]) -> bool {
+    (1..=path.len()).rev().any(|n| replace_one(json, &path[..n]))
+}
+
+fn replace_one(json: &mut Value, path: &[String]) -> bool {
+    let defaults = defaults_json();
+    let default = path.iter().try_fold(&defaults, |v, k| v.get(k)).cloned();
+    let Some((last, parents)) = path.split_last() else { return false };
+    let Some(Value::Object(parent)) = parents.iter().try_fold(&mut *json, |v, k| v.get_mut(k.as_str())) else {
+        return false;
+    };
+    match default {
+        Some(d) if parent.get(last) != Some(&d) => {
+            parent.insert(last.clone(), d);
+            true
+        }
+        None => parent.remove(last).is_some(),
+        Some(_) => false,
+    }
+}
+
 fn typed(json: &Value) -> Result<ExperimentConfig, ProbeError> {
     serde_path_to_error::deserialize(json).map_err(|e| {
-        let key = e.path().to_string();
+        let mut key = e.path().to_string();
         let message = e.inner().to_string();
         let path: Vec<&str> = key.split('.').collect();
-        let found = path.iter().try_fold(json, |v, k| v.get(*k)).map(short).unwrap_or_default();
-        ProbeError { key, expected: expected_of(&message), found }
+        let mut found = path.iter().try_fold(json, |v, k| v.get(*k)).map(short).unwrap_or_default();
+        let expected = if let Some(field) = field_in(&message, "missing field ") {
+            // A required key of a section that is present: name the key itself.
+            key = format!("{key}.{field}");
+            found = "nothing".into();
+            format!("a value: `{key}` is required when `{}` is set", e.path())
+        } else if field_in(&message, "unknown field ") == Some("api_key") && key.starts_with("tracking.wandb") {
+            key = "tracking.wandb.api_key".into();
+            found = "an API key in the settings".into();
+            "no such setting: the W&B API key is never a setting (it would be stored with the run); it comes \
+             from WANDB_API_KEY or ~/.netrc"
+                .into()
+        } else if let Some(field) = field_in(&message, "unknown field ") {
+            if !key.ends_with(&format!(".{field}")) {
+                key = format!("{key}.{field}");
+            }
+            let known = message.rsplit_once("expected one of ").map_or("", |(_, k)| k).replace('`', "");
+            found = "an unknown key".into();
+            format!("one of the keys {known}")
+        } else {
+            expected_of(&key, &message)
+        };
+        ProbeError { key, expected, found }
     })
 }
 
-/// Turns serde's "invalid type: string \"x\", expected f64" into words a user knows.
-fn expected_of(message: &str) -> String {
+/// The field name serde quotes after `prefix` (`missing field `project``).
+fn field_in<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.strip_prefix('`')?.split('`').next()
+}
+
+/// Turns serde's "invalid type: string \"x\", expected f64" for `key` into words a user
+/// knows: the key's range rule when it has one (`train.epochs`: "an integer >= 1"), else its
+/// type.
+fn expected_of(key: &str, message: &str) -> String {
     let expected = message.rsplit_once("expected ").map_or(message, |(_, e)| e);
-    match expected {
-        "f64" => "a number".into(),
-        "u32" | "u64" => "a whole number >= 0".into(),
-        "a boolean" => "true or false".into(),
+    let typed = match expected {
+        "f64" => "a number".to_string(),
+        "u32" | "u64" => "a whole number >= 0".to_string(),
+        "a boolean" => "true or false".to_string(),
+        e if e.starts_with("struct ") => format!("a mapping of `{key}.KEY: value` settings"),
         other => other.replace('`', "").replace("one of ", "one of: "),
+    };
+    match rule_of(key) {
+        Some(rule) if typed == "a whole number >= 0" || typed == "a number" => rule.to_string(),
+        _ => typed,
     }
+}
+
+/// The range rule of a numeric key, as the schema words it: found by giving the defaults zero
+/// at that key and reading what the schema objects to (`None` when zero is fine).
+fn rule_of(key: &str) -> Option<&'static str> {
+    let path: Vec<&str> = key.split('.').collect();
+    [Value::from(0), Value::from(0.0)].into_iter().find_map(|zero| {
+        let mut json = defaults_json();
+        *leaf_mut(&mut json, &path)? = zero;
+        let config: ExperimentConfig = serde_json::from_value(json).ok()?;
+        config.violations().into_iter().find(|v| v.key == key).map(|v| v.expected)
+    })
 }
 
 /// `a.b.c` = YAML scalar text, as the nested mapping `{a: {b: {c: value}}}`.
@@ -333,7 +487,8 @@ fn nested(key: &str, text: &str, origin: &Origin) -> Result<Value, Problem> {
         Ok(doc) => doc.value,
         Err(e) => {
             let msg = e.problems().first().map(|p| format!("{:?}", p.kind)).unwrap_or_default();
-            let kind = ProblemKind::Invalid { expected: "a YAML value".into(), found: format!("{text:?} ({msg})") };
+            let shown = if key.ends_with("api_key") { "<hidden>".to_string() } else { format!("{text:?}") };
+            let kind = ProblemKind::Invalid { expected: "a YAML value".into(), found: format!("{shown} ({msg})") };
             return Err(Problem::new(origin.clone(), Some(key.into()), kind));
         }
     };

@@ -12,7 +12,7 @@ mod suggest;
 pub mod yaml;
 
 pub use error::{ConfigError, Problem, ProblemKind};
-pub use layers::{ENV_PREFIX, Layers, ProbeError, Resolved, canonical, leaf_keys, leaf_mut};
+pub use layers::{ENV_PREFIX, Layers, PATH_KEYS, ProbeError, Resolved, absolute_path, canonical, leaf_keys, leaf_mut};
 pub use location::{Location, NodePath, Origin, SourceMap};
 pub use schema::*;
 pub use suggest::suggest;

@@ -337,6 +337,13 @@ pub struct Violation {
 }
 
 impl ExperimentConfig {
+    /// Replaces each path setting ([`super::PATH_KEYS`]) with `map(key, value)`.
+    pub fn map_paths(&mut self, mut map: impl FnMut(&'static str, &str) -> String) {
+        self.model.pretrained = map("model.pretrained", &self.model.pretrained);
+        self.data.instance_dir = map("data.instance_dir", &self.data.instance_dir);
+        self.data.class_dir = self.data.class_dir.as_deref().map(|d| map("data.class_dir", d));
+    }
+
     /// Every range rule this config breaks; empty when the config is valid.
     pub fn violations(&self) -> Vec<Violation> {
         let mut out = Vec::new();

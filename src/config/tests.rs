@@ -105,7 +105,8 @@ fn unknown_keys_from_env_and_flags_name_their_source() {
 fn wrong_types_name_key_position_and_expectation() {
     let exp = doc("exp.yaml", "train:\n  epochs: three\n");
     let p = one_problem(Layers::new().file(&exp, &[]).resolve().unwrap_err());
-    assert_eq!(p.to_string(), "exp.yaml:2:11: key `train.epochs`: expected a whole number >= 0, found \"three\"");
+    // The key's own rule, not its type's (epochs must be at least 1).
+    assert_eq!(p.to_string(), "exp.yaml:2:11: key `train.epochs`: expected an integer >= 1, found \"three\"");
     let exp = doc("exp.yaml", "train:\n  lr_scheduler: cosin\n");
     let p = one_problem(Layers::new().file(&exp, &[]).resolve().unwrap_err());
     assert_eq!(p.key.as_deref(), Some("train.lr_scheduler"));
@@ -154,7 +155,49 @@ fn probe_normalises_and_checks_values() {
     assert_eq!(r.probe("train.learning_rate", &json!(1)), Ok(json!(1.0)));
     assert_eq!(r.probe("train.epochs", &json!(3)), Ok(json!(3)));
     let e = r.probe("train.epochs", &json!(2.5)).unwrap_err();
-    assert_eq!((e.key.as_str(), e.expected.as_str()), ("train.epochs", "a whole number >= 0"));
+    assert_eq!((e.key.as_str(), e.expected.as_str()), ("train.epochs", "an integer >= 1"));
     let e = r.probe("train.learning_rate", &json!(-1.0)).unwrap_err();
     assert_eq!(e.expected, "a number > 0");
+}
+
+#[test]
+fn a_wrong_type_does_not_hide_the_other_problems() {
+    let exp = doc(
+        "exp.yaml",
+        "model:\n  attention: flash\ntrain:\n  epochs: two\n  learning_rate: -1\n  lr_scheduler: cosin\n",
+    );
+    let err = Layers::new().file(&exp, &[]).resolve().unwrap_err();
+    let keys: Vec<&str> = err.problems().iter().filter_map(|p| p.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        ["model.attention", "train.epochs", "train.learning_rate", "train.lr_scheduler"],
+        "every problem at once: {err}"
+    );
+}
+
+#[test]
+fn type_errors_are_worded_for_people() {
+    let text = |flag: &str| Layers::new().flags(&[flag.into()]).resolve().unwrap_err().to_string();
+    let section = text("train=5");
+    assert!(section.contains("key `train`: expected a mapping of `train.KEY: value` settings, found 5"), "{section}");
+    let missing = text("tracking.wandb.mode=offline");
+    assert!(
+        missing.contains("key `tracking.wandb.project`: expected a value: `tracking.wandb.project` is required"),
+        "{missing}"
+    );
+    let key = text("tracking.wandb.api_key=abc");
+    assert!(key.contains("never a setting") && key.contains("WANDB_API_KEY"), "{key}");
+    assert!(!key.contains("abc"), "the key is not repeated: {key}");
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_file_that_declares_them() {
+    let exp = doc("/proj/sweeps/base/exp.yaml", "data:\n  instance_dir: ../../images\n  class_dir: ./class\n");
+    let r = Layers::new().file(&exp, &[]).resolve().unwrap();
+    assert_eq!(r.config.data.instance_dir, "/proj/images");
+    assert_eq!(r.config.data.class_dir.as_deref(), Some("/proj/sweeps/base/class"));
+    assert_eq!(r.config.model.pretrained, "builtin:tiny", "built-in names are not paths");
+    // A flag's path is relative to the current folder.
+    let r = Layers::new().flags(&["data.instance_dir=pics".into()]).resolve().unwrap();
+    assert_eq!(r.config.data.instance_dir, std::env::current_dir().unwrap().join("pics").display().to_string());
 }

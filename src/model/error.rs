@@ -26,6 +26,21 @@ pub enum ModelError {
         /// What is wrong and what is expected.
         message: String,
     },
+    /// A weights file is not a readable safetensors file (truncated, damaged, or another
+    /// format).
+    #[error("`{path}` is not a readable safetensors file ({message}): the file is damaged or incomplete")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// A file the model needs is not there.
+    #[error("`{path}` is missing")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// The weights do not match the architecture the config describes.
     #[error("`{path}` does not match its config:\n{}", problems.join("\n"))]
     Weights {

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod builtin;
+pub mod check;
 pub mod clip;
 pub mod conv;
 pub mod device;
@@ -13,9 +14,9 @@ pub mod error;
 pub mod group_norm;
 pub mod json;
 pub mod nn;
+pub mod noise_schedule;
 pub mod pipeline;
 pub mod png;
-pub mod scheduler;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

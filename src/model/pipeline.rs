@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::attention::AttentionMode;
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::error::{ModelError, Result};
-use super::scheduler::{NoiseSchedule, SchedulerConfig};
+use super::noise_schedule::{NoiseSchedule, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
 use super::unet::{UNet2DConditionModel, UNetConfig};
 use super::vae::{AutoencoderKL, VaeConfig};
@@ -71,7 +71,8 @@ pub struct Samples {
     pub latents: Tensor,
 }
 
-fn component(folder: &Path, file: &str) -> Result<PathBuf> {
+/// `folder/file`, which must exist (a diffusers folder's component).
+pub(super) fn component(folder: &Path, file: &str) -> Result<PathBuf> {
     let path = folder.join(file);
     if path.exists() {
         Ok(path)

@@ -1,10 +1,15 @@
 //! Naming a checkpoint: `best:SWEEP`, `RUN_ID` (its newest checkpoint) or `RUN_ID@STEP`.
+//!
+//! Every checkpoint a reference resolves to is verified first: each of its files against its
+//! manifest, and the manifest against the sha256 the store recorded when it was written. A
+//! reader (`sample`, `export`, `eval`) never uses a corrupt or swapped checkpoint.
 
 use std::path::{Path, PathBuf};
 
 use super::compare::{self, CompareError};
 use crate::config::ExperimentConfig;
 use crate::store::Store;
+use crate::train::checkpoint::{self, CheckpointError};
 
 /// A resolved checkpoint.
 #[derive(Clone, Debug)]
@@ -37,9 +42,20 @@ pub enum RefError {
         /// Steps it has.
         available: String,
     },
-    /// The stored configuration cannot be read by this dbsweep.
-    #[error("run `{0}` has a configuration this dbsweep cannot read")]
-    Config(String),
+    /// The checkpoint's files do not match its manifest, or its manifest the store's record.
+    #[error("{0}; the checkpoint is corrupt: choose another step (`dbsweep show RUN_ID` lists them)")]
+    Corrupt(#[from] CheckpointError),
+}
+
+impl RefError {
+    /// Whether the error is the user's (an unknown run, sweep, metric or step, or a corrupt
+    /// checkpoint), rather than the store failing.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RefError::Compare(CompareError::Store(e)) => e.is_bad_input(),
+            _ => true,
+        }
+    }
 }
 
 /// Resolves `text` against the store and the output `root`.
@@ -58,9 +74,7 @@ pub fn resolve(store: &Store, root: &Path, text: &str) -> Result<CheckpointRef, 
             None => (text.to_string(), None, None),
         }
     };
-    let stored = store.stored_run(&run_id).map_err(CompareError::from)?;
-    let config: ExperimentConfig =
-        serde_json::from_str(&stored.config_json).map_err(|_| RefError::Config(run_id.clone()))?;
+    let config = store.run_config(&run_id).map_err(CompareError::from)?;
     let checkpoints = store.checkpoints(&run_id).map_err(CompareError::from)?;
     let available = || {
         let steps: Vec<String> = checkpoints.iter().map(|c| c.step.to_string()).collect();
@@ -78,6 +92,7 @@ pub fn resolve(store: &Store, root: &Path, text: &str) -> Result<CheckpointRef, 
         });
     };
     let folder = root.join("runs").join(&run_id).join(&chosen.path);
+    checkpoint::verify_recorded(&folder, &chosen.sha256)?;
     Ok(CheckpointRef { run_id, step: chosen.step, folder, config, rule })
 }
 

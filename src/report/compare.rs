@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::{RunStatus, Store, StoreError};
+use crate::store::{RunStatus, Store, StoreError, SweepSummary};
+use crate::sweep::Goal;
 
 /// One run of a comparison.
 #[derive(Clone, Debug, Serialize)]
@@ -37,8 +38,8 @@ pub struct Comparison {
     pub sweep_id: String,
     /// The metric compared.
     pub metric: String,
-    /// `minimize` or `maximize`.
-    pub goal: String,
+    /// Whether lower or higher values are better.
+    pub goal: Goal,
     /// Swept keys, in the order of the sweep's runs.
     pub keys: Vec<String>,
     /// Rows in expansion order.
@@ -61,10 +62,36 @@ pub enum CompareError {
         /// Metrics that exist.
         known: String,
     },
-    /// A goal other than minimize or maximize.
-    #[error("goal `{0}`: expected minimize or maximize")]
-    Goal(String),
+    /// A file of the sweep's results could not be changed.
+    #[error("`{path}`: {message}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
+
+impl CompareError {
+    /// Whether the error is the user's: an unknown sweep or metric.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            CompareError::Store(e) => e.is_bad_input(),
+            CompareError::UnknownMetric { .. } => true,
+            CompareError::Io { .. } => false,
+        }
+    }
+}
+
+/// The metric that ranks a sweep's runs, and its goal: the ones given, else the sweep's, else
+/// [`DEFAULT_METRIC`] minimised.
+pub fn ranking(sweep: &SweepSummary, metric: Option<&str>, goal: Option<Goal>) -> (String, Goal) {
+    let metric = metric.map(String::from).or(sweep.metric.clone()).unwrap_or_else(|| DEFAULT_METRIC.into());
+    (metric, goal.or(sweep.goal).unwrap_or(Goal::Minimize))
+}
+
+/// The metric runs are ranked by when a sweep declares none.
+pub const DEFAULT_METRIC: &str = "val/loss";
 
 fn gpus_of(device: Option<&str>) -> usize {
     device
@@ -74,15 +101,9 @@ fn gpus_of(device: Option<&str>) -> usize {
 
 /// Compares the runs of sweep `key` (id or name) on `metric` (default: the sweep's metric,
 /// else `val/loss`) with `goal` (default: the sweep's, else minimize).
-pub fn compare(store: &Store, key: &str, metric: Option<&str>, goal: Option<&str>) -> Result<Comparison, CompareError> {
+pub fn compare(store: &Store, key: &str, metric: Option<&str>, goal: Option<Goal>) -> Result<Comparison, CompareError> {
     let sweep = store.sweep(key)?;
-    let metric = metric.map(String::from).or(sweep.metric.clone()).unwrap_or_else(|| "val/loss".into());
-    let goal = goal.map(String::from).or(sweep.goal.clone()).unwrap_or_else(|| "minimize".into());
-    let minimize = match goal.as_str() {
-        "minimize" => true,
-        "maximize" => false,
-        other => return Err(CompareError::Goal(other.into())),
-    };
+    let (metric, goal) = ranking(&sweep, metric, goal);
     let runs = store.sweep_runs(&sweep.id)?;
     let keys: Vec<String> = runs.first().map(|r| r.swept.keys().cloned().collect()).unwrap_or_default();
     let mut rows = Vec::new();
@@ -91,7 +112,7 @@ pub fn compare(store: &Store, key: &str, metric: Option<&str>, goal: Option<&str
         let record = store.run(&run.id)?;
         known.extend(record.metrics.iter().map(|m| m.key.clone()));
         let series = store.metric_series(&run.id, &metric)?;
-        let best = series.iter().copied().reduce(|a, b| if (b.1 < a.1) == minimize && b.1 != a.1 { b } else { a });
+        let best = goal.best(series.iter().copied(), |p| p.1);
         let wall = store.running_seconds(&run.id)?;
         rows.push(Row {
             run_id: run.id.clone(),
@@ -115,11 +136,9 @@ pub fn compare(store: &Store, key: &str, metric: Option<&str>, goal: Option<&str
 impl Comparison {
     /// Rows sorted best first (runs without the metric last).
     pub fn sorted(&self) -> Vec<&Row> {
-        let minimize = self.goal == "minimize";
         let mut rows: Vec<&Row> = self.rows.iter().collect();
         rows.sort_by(|a, b| match (a.best_value, b.best_value) {
-            (Some(x), Some(y)) if minimize => x.total_cmp(&y),
-            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(x), Some(y)) => self.goal.best_first(x, y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
@@ -150,20 +169,20 @@ pub struct Best {
 /// The best run of `comparison` and its best checkpoint: the checkpoint whose recorded metric
 /// is best, else the one closest to the best metric's step.
 pub fn best(store: &Store, comparison: &Comparison) -> Result<Option<Best>, CompareError> {
-    let minimize = comparison.goal == "minimize";
+    let goal = comparison.goal;
     for row in comparison.sorted() {
         let (Some(value), Some(step)) = (row.best_value, row.best_step) else { continue };
         let checkpoints = store.checkpoints(&row.run_id)?;
         let scored = checkpoints
             .iter()
             .filter_map(|c| c.metrics.get(&comparison.metric).and_then(Value::as_f64).map(|v| (v, c)));
-        let by_metric = scored.reduce(|a, b| if (b.0 < a.0) == minimize && b.0 != a.0 { b } else { a }).map(|(_, c)| c);
+        let by_metric = goal.best(scored, |(v, _)| v).map(|(_, c)| c);
         let chosen = by_metric.or_else(|| checkpoints.iter().min_by_key(|c| (c.step - step).abs()));
         let Some(chosen) = chosen else { continue };
         let how = if by_metric.is_some() { "whose recorded metric is best" } else { "closest to that step" };
         let rule = format!(
             "run with the {} {} over all steps ({} of {} runs logged it); checkpoint {how}",
-            if minimize { "lowest" } else { "highest" },
+            if goal == Goal::Minimize { "lowest" } else { "highest" },
             comparison.metric,
             comparison.rows.iter().filter(|r| r.best_value.is_some()).count(),
             comparison.rows.len()

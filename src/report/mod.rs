@@ -1,8 +1,12 @@
-//! After the sweep: comparing runs, choosing the best checkpoint, exporting it, and the
-//! reports built on the lineage store.
+//! After the sweep: comparing runs and choosing the best ([`compare`]), naming checkpoints
+//! ([`checkpoint_ref`]), exporting one ([`export`]), reproducing a run ([`reproduce`]),
+//! freeing disk ([`gc`]), and the reports built on the lineage store ([`dashboard`],
+//! [`tensorboard`]).
 
+pub mod checkpoint_ref;
 pub mod compare;
 pub mod dashboard;
 pub mod export;
-pub mod reference;
+pub mod gc;
+pub mod reproduce;
 pub mod tensorboard;

@@ -7,10 +7,39 @@ use serde::Serialize;
 /// (`progress step 12/40 loss 0.123456`), which the scheduler reads from its log.
 pub const PROGRESS_PREFIX: &str = "progress step";
 
+/// A run that another orchestrator's process is training.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Claimed {
+    /// Run id.
+    pub run: String,
+    /// The process recorded for it.
+    pub pid: Option<u32>,
+    /// Its host.
+    pub host: Option<String>,
+    /// When its claim expires if its process stops sending heartbeats (runs on other hosts).
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Display for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self.pid.map_or("?".to_string(), |p| p.to_string());
+        write!(f, "{} (pid {pid} on {}", self.run, self.host.as_deref().unwrap_or("?"))?;
+        match &self.expires_at {
+            Some(at) => write!(f, "; claimed until {at} unless its process keeps sending heartbeats)"),
+            None => f.write_str(")"),
+        }
+    }
+}
+
 /// One thing that happened while running a sweep.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The sweep this orchestrator runs (the first event).
+    Sweep {
+        /// Sweep id.
+        sweep_id: String,
+    },
     /// Runs found running with no live process were marked interrupted (to be resumed).
     Recovered {
         /// Their ids.
@@ -33,12 +62,16 @@ pub enum Event {
         run: String,
         /// Attempt.
         attempt: u32,
-        /// `finished`, `interrupted` or `failed`.
+        /// `finished`, `stopped`, `interrupted` or `failed`.
         status: String,
         /// Exit code (128 + signal when killed).
         exit_code: i32,
         /// Seconds the process ran.
         seconds: f64,
+        /// Why it failed or was stopped, and whether it is retried.
+        reason: Option<String>,
+        /// What the training process warned about (e.g. corrupt checkpoints it skipped).
+        warnings: Vec<String>,
     },
     /// Where a running run is (about once a second per run).
     Progress {
@@ -80,6 +113,8 @@ pub enum Event {
         failed: usize,
         /// Runs left interrupted or pending.
         remaining: usize,
+        /// Runs another orchestrator's process is training.
+        elsewhere: Vec<Claimed>,
     },
 }
 
@@ -87,14 +122,22 @@ impl Event {
     /// The event as one line for people.
     pub fn line(&self) -> String {
         match self {
+            Event::Sweep { sweep_id } => format!("sweep {sweep_id}"),
             Event::Recovered { runs } => {
                 format!("resuming {} run(s) whose process was gone: {}", runs.len(), runs.join(", "))
             }
             Event::Started { run, attempt, slot, pid } => {
                 format!("started  {run} (attempt {attempt}) on {slot}, pid {pid}")
             }
-            Event::Ended { run, attempt, status, exit_code, seconds } => {
-                format!("{status:<8} {run} (attempt {attempt}) exit {exit_code} after {seconds:.1}s")
+            Event::Ended { run, attempt, status, exit_code, seconds, reason, warnings } => {
+                let mut line = format!("{status:<8} {run} (attempt {attempt}) exit {exit_code} after {seconds:.1}s");
+                if let Some(reason) = reason {
+                    line.push_str(&format!(": {reason}"));
+                }
+                for warning in warnings {
+                    line.push_str(&format!("\n         warning: {warning}"));
+                }
+                line
             }
             Event::Progress { run, slot, step, total, loss, eta_seconds } => {
                 let eta = eta_seconds.map_or("-".into(), |s| format!("{s:.0}s"));
@@ -104,9 +147,17 @@ impl Event {
                 format!("early stop {run}: not among the best at report {rung} of {metric}")
             }
             Event::Stopping { reason } => format!("stopping: {reason}"),
-            Event::Done { finished, stopped, failed, remaining } => {
+            Event::Done { finished, stopped, failed, remaining, elsewhere } => {
                 let stopped = if *stopped > 0 { format!(", {stopped} stopped early") } else { String::new() };
-                format!("sweep done: {finished} finished{stopped}, {failed} failed, {remaining} remaining")
+                let mut line =
+                    format!("sweep done: {finished} finished{stopped}, {failed} failed, {remaining} remaining");
+                if !elsewhere.is_empty() {
+                    let runs: Vec<String> = elsewhere.iter().map(Claimed::to_string).collect();
+                    let n = elsewhere.len();
+                    let noun = if n == 1 { "run is" } else { "runs are" };
+                    line.push_str(&format!("; {n} {noun} being trained by another process: {}", runs.join(", ")));
+                }
+                line
             }
         }
     }

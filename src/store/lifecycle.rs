@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{NOW, RunStatus, Store, StoreError};
+use crate::config::ExperimentConfig;
 
 /// Scalar points of one run on their way into the store. Keys are kept once each, so adding a
 /// point of a key already seen allocates nothing, and each key's series id is looked up in the
@@ -105,7 +106,7 @@ pub(super) fn begin_attempt(
 ) -> Result<(), StoreError> {
     tx.execute(
         &format!(
-            "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, pid = ?4, started_at = {NOW},
+            "UPDATE runs SET status = 'running', attempt = ?2, host = ?3, pid = ?4, started_at = {NOW}, heartbeat_at = NULL,
              ended_at = NULL, exit_code = NULL, error = NULL WHERE id = ?1"
         ),
         params![id, attempt, host, pid],
@@ -120,6 +121,13 @@ pub(super) fn begin_attempt(
 }
 
 impl Store {
+    /// The resolved configuration run `id` trains with, as it was registered.
+    pub fn run_config(&self, id: &str) -> Result<ExperimentConfig, StoreError> {
+        let stored = self.stored_run(id)?;
+        serde_json::from_str(&stored.config_json)
+            .map_err(|e| StoreError::UnreadableConfig { run: id.to_string(), detail: e.to_string() })
+    }
+
     /// The configuration and status of run `id`.
     pub fn stored_run(&self, id: &str) -> Result<StoredRun, StoreError> {
         self.conn

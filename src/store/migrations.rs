@@ -167,6 +167,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE VIEW metrics (run_id, key, step, value, wall_time) AS
         SELECT s.run_id, s.key, p.step, p.value, p.wall_time FROM metric_points p JOIN metric_series s ON s.id = p.series_id;
     "#,
+    // 5: a running run's training process proves it lives by a heartbeat, so a run claimed on
+    // another host whose process died is recovered once its claim expires.
+    r#"
+    ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use checkpointer::Checkpointer;
-pub use claim::Claim;
+pub use claim::{CLAIM_EXPIRY_SECONDS, Claim, HEARTBEAT, Holder, host_name};
 pub use code_version::CodeVersion;
 pub use error::StoreError;
 pub use lifecycle::{CheckpointRow, MetricBatch, StoredRun};
@@ -41,6 +41,20 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+}
+
+/// `path` as the path of an SQLite `file:` URI: absolute, with `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = String::new();
+    for b in absolute.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{b:02X}")),
+            _ if b.is_ascii() => out.push(*b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 impl Store {
@@ -65,6 +79,36 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         Self::configure(conn, path).map(Some)
+    }
+
+    /// Opens the existing store at `path` only to read (`None` when there is none): for commands
+    /// that change nothing, so they work on archived results, a read-only filesystem or a root
+    /// shared with people who cannot write it. Where SQLite cannot write beside the file, the
+    /// store is opened read-only through its existing write-ahead-log files, or else as an
+    /// immutable file (nothing can be changing it then).
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let uri = |query: &str| format!("file:{}?{query}", uri_path(path));
+        let conn = Connection::open_with_flags(uri("mode=ro"), flags).map_err(open_error)?;
+        let conn = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0)) {
+            Ok(_) => conn,
+            // No write access beside it for SQLite's shared-memory file: read it as a plain file.
+            Err(_) => Connection::open_with_flags(uri("immutable=1"), flags).map_err(open_error)?,
+        };
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found != current_version() {
+            return Err(StoreError::ReadOnlyMigration {
+                path: path.to_path_buf(),
+                found,
+                supported: current_version(),
+            });
+        }
+        Ok(Some(Store { conn, path: path.to_path_buf() }))
     }
 
     /// An in-memory store, for tests.
@@ -94,6 +138,11 @@ impl Store {
     /// anyone (SQLite's passive checkpoint).
     pub fn checkpoint_wal(&self) -> Result<(), StoreError> {
         Ok(self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)
+    }
+
+    /// Whether this connection can only read (see [`Store::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
     }
 
     /// The database file.

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{CodeVersion, RunStatus, Store, StoreError};
 use crate::config::suggest;
-use crate::sweep::ConfigHash;
+use crate::sweep::{ConfigHash, Goal};
 
 /// A sweep and how many of its runs are in each status.
 #[derive(Clone, Debug, Serialize)]
@@ -23,8 +23,8 @@ pub struct SweepSummary {
     pub method: String,
     /// Metric that ranks runs, if declared.
     pub metric: Option<String>,
-    /// `minimize` or `maximize`.
-    pub goal: Option<String>,
+    /// Whether the metric is minimised or maximised, if declared.
+    pub goal: Option<Goal>,
     /// When it was first submitted (UTC).
     pub created_at: String,
     /// Run count per status (statuses with no runs omitted).
@@ -36,7 +36,8 @@ pub struct SweepSummary {
 /// One run of a sweep, for listings.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRow {
-    /// Run id.
+    /// Run id (`run_id` in JSON, as every command names it).
+    #[serde(rename = "run_id")]
     pub id: String,
     /// Position in the sweep's expansion order.
     pub position: i64,
@@ -105,7 +106,8 @@ pub struct EventRow {
 /// Everything the store knows about one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
-    /// Run id.
+    /// Run id (`run_id` in JSON, as every command names it).
+    #[serde(rename = "run_id")]
     pub id: String,
     /// Status.
     pub status: RunStatus,
@@ -170,7 +172,7 @@ impl Store {
                 file: r.get(2)?,
                 method: r.get(3)?,
                 metric: r.get(4)?,
-                goal: r.get(5)?,
+                goal: r.get::<_, Option<String>>(5)?.and_then(|g| g.parse().ok()),
                 created_at: r.get(6)?,
                 counts: BTreeMap::new(),
                 total: 0,
@@ -241,10 +243,29 @@ impl Store {
         Ok(rows)
     }
 
-    /// The newest run of each of `hashes` that has one, with its status.
+    /// The runs that belong to no sweep (trained with `dbsweep train`, or reproductions), oldest
+    /// first; `position` counts them from 0.
+    pub fn runs_outside_sweeps(&self) -> Result<Vec<RunRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.id, r.status, r.attempt FROM runs r
+             WHERE NOT EXISTS (SELECT 1 FROM sweep_runs s WHERE s.run_id = r.id) ORDER BY r.created_at, r.rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RunRow { id: r.get(0)?, position: 0, status: r.get(1)?, attempt: r.get(2)?, swept: BTreeMap::new() })
+        })?;
+        let mut rows: Vec<RunRow> = rows.collect::<Result<_, _>>()?;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.position = i as i64;
+        }
+        Ok(rows)
+    }
+
+    /// The newest run of each of `hashes` that has one, with its status (reproductions are
+    /// their original's copies, not runs of the configuration).
     pub fn runs_by_hash(&self, hashes: &[ConfigHash]) -> Result<HashMap<ConfigHash, (String, RunStatus)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            "SELECT id, status FROM runs WHERE config_hash = ?1 AND reproduced_from IS NULL
+             ORDER BY created_at DESC, rowid DESC LIMIT 1",
         )?;
         let mut out = HashMap::new();
         for hash in hashes {

@@ -61,7 +61,11 @@ struct Placer<'tx> {
 impl<'tx> Placer<'tx> {
     fn new(tx: &'tx Transaction<'_>, code_id: i64, rerun: bool) -> Result<Self, StoreError> {
         Ok(Self {
-            find: tx.prepare_cached("SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY created_at DESC, rowid DESC")?,
+            // A reproduction is its original's copy, never a sweep's run of the configuration.
+            find: tx.prepare_cached(
+                "SELECT id, status FROM runs WHERE config_hash = ?1 AND reproduced_from IS NULL
+                 ORDER BY created_at DESC, rowid DESC",
+            )?,
             id_taken: tx.prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?,
             insert_run: tx.prepare_cached(&format!(
                 "INSERT INTO runs (id, config_hash, config_json, seed, status, parent_run_id, code_version_id, created_at)
@@ -207,13 +211,16 @@ impl Store {
         Ok(id)
     }
 
-    /// Records one experiment (outside any sweep) as a run: an unfinished run of the same
-    /// configuration is reused, a finished one gets a new, linked run.
+    /// Records one experiment (outside any sweep) with run identity `identity` (see
+    /// [`crate::sweep::Fingerprints`]) as a run: a run of the same identity is reused (with
+    /// `rerun`, only one that has not finished; otherwise a new run linked to the finished one).
     pub fn register_experiment(
         &mut self,
         config: &Resolved,
+        identity: ConfigHash,
         source: &str,
         code: &CodeVersion,
+        rerun: bool,
     ) -> Result<RegisteredRun, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let code_id = code_version_id(&tx, code)?;
@@ -224,13 +231,8 @@ impl Store {
             .filter(|(_, o)| **o != Origin::Default)
             .map(|(k, o)| (k.as_str(), value_at(&config.json, k).to_string(), o, false));
         let reason = format!("planned by `dbsweep train {source}`");
-        let placed = Placer::new(&tx, code_id, true)?.place(
-            ConfigHash::of(&text),
-            || text.clone(),
-            config.config.seed,
-            rows,
-            &reason,
-        )?;
+        let placed =
+            Placer::new(&tx, code_id, rerun)?.place(identity, || text.clone(), config.config.seed, rows, &reason)?;
         tx.commit()?;
         Ok(RegisteredRun { position: 0, run_id: placed.0, status: placed.1, outcome: placed.2 })
     }

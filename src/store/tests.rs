@@ -304,3 +304,37 @@ fn a_store_left_to_a_checkpointer_gets_its_log_copied_by_it_and_not_by_its_commi
     drop(checkpointer);
     assert_eq!(store.metric_series(&run, "train/loss").unwrap().len(), 150_000);
 }
+
+#[test]
+fn stale_claims_are_recovered_by_pid_here_and_by_heartbeat_elsewhere() {
+    let mut store = Store::in_memory().unwrap();
+    let reg = store.register(&plan(GRID), &code(), false).unwrap();
+    let sweep = reg.sweep_id.clone();
+    let here = store.claim(&sweep, 2, "here", 11).unwrap().unwrap();
+    let alive_there = store.claim(&sweep, 2, "there", 22).unwrap().unwrap();
+    let dead_there = store.claim(&sweep, 2, "there", 33).unwrap().unwrap();
+    store.heartbeat(&alive_there.run_id, alive_there.attempt, "there").unwrap();
+    // The third one's process on the other host last beat three minutes ago.
+    let old = "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-180 seconds') WHERE id = ?1";
+    store.conn.execute(old, [&dead_there.run_id]).unwrap();
+    // pid 11 lives here; on the other host only the expired claim is taken back.
+    let recovered = store.recover_stale(&sweep, "here", |pid| pid == 11).unwrap();
+    assert_eq!(recovered, std::slice::from_ref(&dead_there.run_id));
+    let recovered = store.recover_stale(&sweep, "here", |_| false).unwrap();
+    assert_eq!(recovered, std::slice::from_ref(&here.run_id), "a dead pid here is seen at once");
+    let holder = store.holder(&alive_there.run_id).unwrap();
+    assert_eq!((holder.pid, holder.host.as_deref()), (Some(22), Some("there")));
+    assert!(holder.expires_at.is_some());
+    let reason: String = store
+        .conn
+        .query_row(
+            "SELECT reason FROM run_events WHERE run_id = ?1 ORDER BY id DESC LIMIT 1",
+            [&dead_there.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("no heartbeat from its process on there"), "{reason}");
+    // A heartbeat of a superseded attempt changes nothing.
+    store.heartbeat(&here.run_id, here.attempt, "elsewhere").unwrap();
+    assert_eq!(store.holder(&here.run_id).unwrap().host.as_deref(), Some("here"));
+}

@@ -34,17 +34,42 @@ pub fn draw(domain: &Domain, rng: &mut Rng) -> Value {
     }
 }
 
-/// The finite set of values a grid takes from `domain`, or `None` for a continuous one.
-pub fn grid_values(domain: &Domain) -> Option<Vec<Value>> {
+/// How many values a grid takes from `domain` (`u64::MAX` when more than that), or `None`
+/// for a continuous one; computed without listing them.
+pub fn grid_size(domain: &Domain) -> Option<u64> {
     match domain {
-        Domain::Values { values, .. } => Some(values.iter().map(|v| v.value.clone()).collect()),
-        Domain::IntUniform { min, max } => Some((min.value..=max.value).map(Value::from).collect()),
+        Domain::Values { values, .. } => Some(values.len() as u64),
+        Domain::IntUniform { min, max } => {
+            Some((max.value as i128 - min.value as i128 + 1).clamp(0, u64::MAX as i128) as u64)
+        }
         Domain::QUniform { min, max, q } => {
-            let (lo, hi) = ((min.value / q.value).round() as i64, (max.value / q.value).round() as i64);
-            Some((lo..=hi).map(|k| float(k as f64 * q.value)).collect())
+            let (lo, hi) = q_range(min.value, max.value, q.value);
+            Some((hi - lo + 1.0).clamp(0.0, u64::MAX as f64) as u64)
         }
         Domain::Uniform { .. } | Domain::LogUniformValues { .. } => None,
     }
+}
+
+/// The first `limit` values (at most) a grid takes from `domain`, in order, or `None` for a
+/// continuous one: a capped grid lists only what its points use.
+pub fn grid_values(domain: &Domain, limit: u64) -> Option<Vec<Value>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match domain {
+        Domain::Values { values, .. } => Some(values.iter().take(limit).map(|v| v.value.clone()).collect()),
+        Domain::IntUniform { min, max } => Some((min.value..=max.value).take(limit).map(Value::from).collect()),
+        Domain::QUniform { min, max, q } => {
+            let (lo, hi) = q_range(min.value, max.value, q.value);
+            let count = (hi - lo + 1.0).max(0.0).min(limit as f64) as u64;
+            Some((0..count).map(|k| float((lo + k as f64) * q.value)).collect())
+        }
+        Domain::Uniform { .. } | Domain::LogUniformValues { .. } => None,
+    }
+}
+
+/// The multiples of `q` a grid takes between `min` and `max`: first and last, as whole numbers
+/// in an f64 (exact up to 2^53, and a size beyond that is refused anyway).
+fn q_range(min: f64, max: f64, q: f64) -> (f64, f64) {
+    ((min / q).round(), (max / q).round())
 }
 
 fn float(x: f64) -> Value {
@@ -90,9 +115,23 @@ mod tests {
 
     #[test]
     fn grid_values_of_discrete_domains() {
-        assert_eq!(grid_values(&Domain::IntUniform { min: at(1), max: at(3) }).unwrap().len(), 3);
+        assert_eq!(grid_values(&Domain::IntUniform { min: at(1), max: at(3) }, u64::MAX).unwrap().len(), 3);
         let q = Domain::QUniform { min: at(0.0), max: at(1.0), q: at(0.5) };
-        assert_eq!(grid_values(&q).unwrap(), vec![float(0.0), float(0.5), float(1.0)]);
-        assert!(grid_values(&Domain::Uniform { min: at(0.0), max: at(1.0) }).is_none());
+        assert_eq!(grid_values(&q, u64::MAX).unwrap(), vec![float(0.0), float(0.5), float(1.0)]);
+        assert_eq!(grid_values(&q, 2).unwrap(), vec![float(0.0), float(0.5)], "only what is asked for");
+        assert!(grid_values(&Domain::Uniform { min: at(0.0), max: at(1.0) }, 9).is_none());
+    }
+
+    #[test]
+    fn grid_sizes_are_computed_without_listing_values() {
+        let wide = Domain::IntUniform { min: at(0), max: at(100_000_000_000) };
+        assert_eq!(grid_size(&wide), Some(100_000_000_001));
+        let full = Domain::IntUniform { min: at(i64::MIN), max: at(i64::MAX) };
+        assert_eq!(grid_size(&full), Some(u64::MAX), "saturates instead of overflowing");
+        let fine = Domain::QUniform { min: at(0.0), max: at(1.0), q: at(1e-12) };
+        assert_eq!(grid_size(&fine), Some(1_000_000_000_001));
+        let tiny = Domain::QUniform { min: at(0.0), max: at(1.0), q: at(1e-300) };
+        assert_eq!(grid_size(&tiny), Some(u64::MAX));
+        assert_eq!(grid_values(&wide, 3).unwrap(), vec![Value::from(0), Value::from(1), Value::from(2)]);
     }
 }

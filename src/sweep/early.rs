@@ -3,6 +3,7 @@
 //! value is not among the best `ceil(n / eta)` of the `n` runs that reached the rung stops,
 //! and its slot goes to the next run.
 
+use super::goal::Goal;
 use super::spec::EarlyTerminate;
 
 /// The rule, with the metric's direction.
@@ -10,8 +11,8 @@ use super::spec::EarlyTerminate;
 pub struct Hyperband {
     /// Rungs and eta.
     pub rule: EarlyTerminate,
-    /// Lower is better.
-    pub minimize: bool,
+    /// The metric's direction.
+    pub goal: Goal,
 }
 
 impl Hyperband {
@@ -32,10 +33,9 @@ impl Hyperband {
                 return false;
             }
             values.push(mine);
-            values.sort_by(|a, b| if self.minimize { a.total_cmp(b) } else { b.total_cmp(a) });
+            values.sort_by(|a, b| self.goal.best_first(*a, *b));
             let keep = values.len().div_ceil(self.rule.eta as usize);
-            let threshold = values[keep - 1];
-            if self.minimize { mine > threshold } else { mine < threshold }
+            self.goal.better(values[keep - 1], mine)
         })
     }
 }
@@ -45,7 +45,8 @@ mod tests {
     use super::*;
 
     fn hb(minimize: bool) -> Hyperband {
-        Hyperband { rule: EarlyTerminate { min_iter: 2, eta: 2 }, minimize }
+        let goal = if minimize { Goal::Minimize } else { Goal::Maximize };
+        Hyperband { rule: EarlyTerminate { min_iter: 2, eta: 2 }, goal }
     }
 
     #[test]

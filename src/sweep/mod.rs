@@ -5,16 +5,22 @@
 //! and seed always expand to the same runs in the same order.
 
 mod canonical;
+mod draw;
 mod early;
+mod goal;
+mod identity;
+mod parse;
 mod plan;
 mod run_id;
-mod sample;
 mod spec;
 
 pub use early::Hyperband;
+pub use goal::Goal;
+pub use identity::{DATA_KEYS, Fingerprints};
+pub use parse::{load, parse};
 pub use plan::{MAX_POINTS, Plan, PlannedRun};
 pub use run_id::{ConfigHash, MIN_HEX, looks_like_run_id, run_id};
-pub use spec::{Domain, EarlyTerminate, Goal, Located, Method, Metric, Parameter, SweepSpec, load, parse};
+pub use spec::{Domain, EarlyTerminate, Located, Method, Metric, Parameter, SweepSpec};
 
 #[cfg(test)]
 mod tests;

@@ -6,15 +6,19 @@
 //! one generator seeded with the sweep's `seed`, skipping points already drawn. `run_cap`
 //! keeps the first points of either.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
 use super::canonical::Template;
+use super::draw::{draw, grid_size, grid_values};
+use super::identity::Fingerprints;
 use super::run_id::{ConfigHash, MIN_HEX, run_id};
-use super::sample::{draw, grid_values};
 use super::spec::{Domain, Method, Parameter, SweepSpec};
-use crate::config::{ConfigError, Layers, Location, Origin, Problem, ProblemKind, Resolved, leaf_keys, suggest, yaml};
+use crate::config::{
+    ConfigError, Layers, Location, Origin, PATH_KEYS, Problem, ProblemKind, Resolved, absolute_path, leaf_keys,
+    suggest, yaml,
+};
 use crate::rng::Rng;
 
 /// Largest grid dbsweep expands without a `run_cap`.
@@ -33,8 +37,25 @@ pub struct Plan {
     pub keys: Vec<String>,
     /// The runs, in expansion order.
     pub runs: Vec<PlannedRun>,
-    candidates: Vec<Vec<(Value, String)>>,
+    candidates: Vec<Vec<Candidate>>,
+    /// The configuration's canonical text, with holes for the swept values.
     template: Template,
+    /// The run identity's canonical text (image folders as fingerprints), with the same holes.
+    identity: Template,
+}
+
+/// One value a swept parameter may take.
+#[derive(Clone, Debug)]
+struct Candidate {
+    /// The value, normalised by the configuration schema.
+    value: Value,
+    /// Its canonical JSON text.
+    text: String,
+    /// What stands for it in a run's identity: its text, or for an image folder the text of
+    /// its images' fingerprint.
+    identity: String,
+    /// Where the sweep file declares it (the parameter, for values a distribution makes).
+    at: Location,
 }
 
 /// One point of the sweep.
@@ -85,14 +106,38 @@ impl Plan {
                 continue;
             }
             keys.push(p.key.clone());
-            candidates.push(candidate_values(&base, p, spec.method, &mut problems));
         }
         if !problems.is_empty() {
             return Err(ConfigError::new(problems));
         }
+        // A grid's size is known before any value is listed: too large is refused at once, and
+        // a capped grid lists only the values its first points use.
+        let limits = match spec.method {
+            Method::Grid => grid_limits(&spec)?,
+            Method::Random => vec![u64::MAX; spec.parameters.len()],
+        };
+        let mut fingerprints = Fingerprints::default();
+        for (p, limit) in spec.parameters.iter().zip(limits) {
+            candidates.push(candidate_values(&base, p, spec.method, limit, &mut fingerprints, &mut problems));
+        }
+        // The identity of the fixed part: its image folders must exist and hold images now,
+        // before anything is registered.
+        let identity = match fingerprints.identity(&base.json, &keys) {
+            Ok(identity) => Some(identity),
+            Err((key, e)) => {
+                let origin = base.provenance.get(key).cloned().unwrap_or(Origin::Default);
+                let kind = ProblemKind::Invalid { expected: "a folder of images".into(), found: e.to_string() };
+                problems.push(Problem::new(origin, Some(key.to_string()), kind));
+                None
+            }
+        };
+        let (false, Some(identity)) = (!problems.is_empty(), identity) else {
+            return Err(ConfigError::new(problems));
+        };
         let template = Template::new(&base.json, &keys);
+        let identity = Template::new(&identity, &keys);
         let sweep_id = sweep_id(&spec, &base);
-        let mut plan = Plan { spec, sweep_id, base, keys, runs: Vec::new(), candidates, template };
+        let mut plan = Plan { spec, sweep_id, base, keys, runs: Vec::new(), candidates, template, identity };
         match plan.spec.method {
             Method::Grid => plan.expand_grid()?,
             Method::Random => plan.expand_random()?,
@@ -102,14 +147,27 @@ impl Plan {
 
     /// The values of `run`'s swept keys, in the order of [`Plan::keys`].
     pub fn values<'a>(&'a self, run: &'a PlannedRun) -> impl Iterator<Item = &'a Value> + 'a {
-        run.choices.iter().zip(&self.candidates).map(|(&c, cands)| &cands[c as usize].0)
+        run.choices.iter().zip(&self.candidates).map(|(&c, cands)| &cands[c as usize].value)
     }
 
     /// The canonical JSON text of `run`'s fully resolved configuration.
     pub fn config_text(&self, run: &PlannedRun) -> String {
         let mut out = String::new();
-        self.template.fill(&mut out, |i| self.candidates[i][run.choices[i] as usize].1.as_str());
+        self.template.fill(&mut out, |i| self.candidates[i][run.choices[i] as usize].text.as_str());
         out
+    }
+
+    /// The values setting `key` takes in this plan's runs, each with where it was written: the
+    /// swept values, or the one fixed value.
+    pub fn settings_of(&self, key: &str) -> Vec<(Value, Origin)> {
+        match self.keys.iter().position(|k| k == key) {
+            Some(i) => self.candidates[i].iter().map(|c| (c.value.clone(), Origin::File(c.at.clone()))).collect(),
+            None => {
+                let path: Vec<&str> = key.split('.').collect();
+                let value = path.iter().try_fold(&self.base.json, |v, k| v.get(*k)).cloned().unwrap_or(Value::Null);
+                vec![(value, self.base.provenance.get(key).cloned().unwrap_or(Origin::Default))]
+            }
+        }
     }
 
     /// The swept parameters, in the order of [`Plan::keys`] (a built plan has no invalid ones).
@@ -118,15 +176,11 @@ impl Plan {
     }
 
     fn expand_grid(&mut self) -> Result<(), ConfigError> {
-        let sizes: Vec<u64> = self.candidates.iter().map(|c| c.len() as u64).collect();
-        let total = sizes.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n)).unwrap_or(u64::MAX);
+        // Positions are mixed-radix numbers over the full sizes; a capped grid's candidates are
+        // a prefix of each parameter's values that its first `count` positions never pass.
+        let sizes: Vec<u64> = self.spec.parameters.iter().map(|p| grid_size(&p.domain).unwrap_or(0)).collect();
+        let total = sizes.iter().fold(1u64, |acc, &n| acc.saturating_mul(n));
         let count = self.spec.run_cap.map_or(total, |cap| cap.min(total));
-        if count > MAX_POINTS {
-            let at = self.spec.parameters.first().map(|p| p.at.clone()).expect("parameters");
-            let msg =
-                format!("the grid has {total} points, more than {MAX_POINTS}; set `run_cap:` or use fewer values");
-            return Err(Problem::new(Origin::File(at), None, ProblemKind::Conflict(msg)).into());
-        }
         let mut runs = Vec::with_capacity(count as usize);
         let mut ids = HashSet::with_capacity(count as usize);
         let mut text = String::new();
@@ -150,6 +204,12 @@ impl Plan {
         let mut ids = HashSet::new();
         let mut text = String::new();
         let params: Vec<Parameter> = self.parameters().cloned().collect();
+        // Each parameter's candidates by canonical text: a draw finds its index in O(1).
+        let mut index: Vec<HashMap<String, u32>> = self
+            .candidates
+            .iter()
+            .map(|c| c.iter().enumerate().map(|(i, c)| (c.text.clone(), i as u32)).collect())
+            .collect();
         let mut attempts = 0;
         while self.runs.len() < cap && attempts < cap.saturating_mul(100).max(1000) {
             attempts += 1;
@@ -161,14 +221,15 @@ impl Plan {
                     ConfigError::from(Problem::new(Origin::File(p.at.clone()), Some(e.key), kind))
                 })?;
                 let cands = &mut self.candidates[i];
-                let index = cands.iter().position(|(v, _)| *v == value).unwrap_or_else(|| {
-                    let text = value.to_string();
-                    cands.push((value, text));
-                    cands.len() - 1
+                let text = value.to_string();
+                // Drawn values are numbers (folders come from `values:` lists, listed already).
+                let at = *index[i].entry(text.clone()).or_insert_with(|| {
+                    cands.push(Candidate { value, identity: text.clone(), text, at: p.at.clone() });
+                    (cands.len() - 1) as u32
                 });
-                choices.push(index as u32);
+                choices.push(at);
             }
-            self.template.fill(&mut text, |i| self.candidates[i][choices[i] as usize].1.as_str());
+            self.identity.fill(&mut text, |i| self.candidates[i][choices[i] as usize].identity.as_str());
             if hashes.insert(ConfigHash::of(&text)) {
                 let run = self.point(self.runs.len(), &choices, &mut text, &mut ids);
                 self.runs.push(run);
@@ -178,7 +239,7 @@ impl Plan {
     }
 
     fn point(&self, position: usize, choices: &[u32], text: &mut String, ids: &mut HashSet<String>) -> PlannedRun {
-        self.template.fill(text, |i| self.candidates[i][choices[i] as usize].1.as_str());
+        self.identity.fill(text, |i| self.candidates[i][choices[i] as usize].identity.as_str());
         let config_hash = ConfigHash::of(text);
         let mut hex = MIN_HEX;
         let run_id = loop {
@@ -192,21 +253,52 @@ impl Plan {
     }
 }
 
-/// Normalised values a grid point may take (random search adds its draws later), each
-/// validated against the configuration; problems point at the value in the sweep file.
+/// How many values of each parameter a grid's points use: all of them, or with `run_cap`
+/// only the first ones its first points reach. A grid over more than [`MAX_POINTS`] points
+/// without a cap is refused here, before any value is listed.
+fn grid_limits(spec: &SweepSpec) -> Result<Vec<u64>, ConfigError> {
+    let sizes: Vec<u64> = spec.parameters.iter().map(|p| grid_size(&p.domain).unwrap_or(0)).collect();
+    let total = sizes.iter().fold(1u64, |acc, &n| acc.saturating_mul(n));
+    let count = spec.run_cap.map_or(total, |cap| cap.min(total));
+    if count > MAX_POINTS {
+        let at = spec.parameters.first().map(|p| p.at.clone()).expect("parameters");
+        let total = if total == u64::MAX { "more than 2^64".to_string() } else { total.to_string() };
+        let msg = format!("the grid has {total} points, more than {MAX_POINTS}; set `run_cap:` or use fewer values");
+        return Err(Problem::new(Origin::File(at), None, ProblemKind::Conflict(msg)).into());
+    }
+    // Parameter i's value at position k is digit i of k in the mixed radix of the sizes (the
+    // last varying fastest): positions below `count` use values below ceil(count / stride).
+    let mut limits = vec![0; sizes.len()];
+    let mut stride = 1u64;
+    for i in (0..sizes.len()).rev() {
+        limits[i] = sizes[i].min(count.div_ceil(stride.max(1)));
+        stride = stride.saturating_mul(sizes[i]);
+    }
+    Ok(limits)
+}
+
+/// Normalised values a grid point may take (at most `limit` of them; random search adds its
+/// draws later), each validated against the configuration; problems point at the value in the
+/// sweep file.
 fn candidate_values(
     base: &Resolved,
     p: &Parameter,
     method: Method,
+    limit: u64,
+    fingerprints: &mut Fingerprints,
     problems: &mut Vec<Problem>,
-) -> Vec<(Value, String)> {
+) -> Vec<Candidate> {
+    let is_path = PATH_KEYS.contains(&p.key.as_str());
     let mut check = |raw: &Value, at: &Location| -> Option<Value> {
-        base.probe(&p.key, raw)
-            .map_err(|e| {
-                let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
-                problems.push(Problem::new(Origin::File(at.clone()), Some(e.key), kind));
-            })
-            .ok()
+        let value = base.probe(&p.key, raw).map_err(|e| {
+            let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
+            problems.push(Problem::new(Origin::File(at.clone()), Some(e.key), kind));
+        });
+        match value.ok()? {
+            // A swept path is relative to the sweep file, as every path a file declares.
+            Value::String(path) if is_path => Some(Value::String(absolute_path(&path, at.file.parent()))),
+            other => Some(other),
+        }
     };
     let bounds: Vec<(Value, &Location)> = match &p.domain {
         Domain::Values { values, .. } => values.iter().map(|v| (v.value.clone(), &v.at)).collect(),
@@ -223,8 +315,14 @@ fn candidate_values(
     }
     let Domain::Values { .. } = p.domain else {
         if method == Method::Grid {
-            return match grid_values(&p.domain) {
-                Some(values) => values.into_iter().map(|v| (v.clone(), v.to_string())).collect(),
+            return match grid_values(&p.domain, limit) {
+                Some(values) => values
+                    .into_iter()
+                    .map(|value| {
+                        let text = value.to_string();
+                        Candidate { value, identity: text.clone(), text, at: p.at.clone() }
+                    })
+                    .collect(),
                 None => {
                     let msg = "a grid needs a finite set of values: use `values:`, int_uniform or q_uniform, or `method: random`";
                     problems.push(Problem::new(
@@ -238,15 +336,30 @@ fn candidate_values(
         }
         return Vec::new();
     };
-    let mut out: Vec<(Value, String)> = Vec::new();
+    // Normalised values are compared by their canonical text: linear in the list's length.
+    let mut seen = HashSet::with_capacity(normalised.len());
+    let mut out: Vec<Candidate> = Vec::with_capacity(normalised.len());
     for (v, at) in normalised {
-        if out.iter().any(|(seen, _)| *seen == v) {
+        let text = v.to_string();
+        if !seen.insert(text.clone()) {
             let kind = ProblemKind::Invalid { expected: "each value once".into(), found: format!("{v} again") };
             problems.push(Problem::new(Origin::File(at.clone()), Some(p.key.clone()), kind));
             continue;
         }
-        let text = v.to_string();
-        out.push((v, text));
+        // An image folder stands in the identity for the images in it, read now: a folder
+        // without images is found before anything is registered.
+        let identity = match fingerprints.identity_value(&p.key, &v) {
+            Ok(identity) => identity.to_string(),
+            Err(e) => {
+                let kind = ProblemKind::Invalid { expected: "a folder of images".into(), found: e.to_string() };
+                problems.push(Problem::new(Origin::File(at.clone()), Some(p.key.clone()), kind));
+                continue;
+            }
+        };
+        out.push(Candidate { value: v, text, identity, at: at.clone() });
+    }
+    if let Some(limit) = usize::try_from(limit).ok().filter(|l| *l < out.len()) {
+        out.truncate(limit);
     }
     out
 }

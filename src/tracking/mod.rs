@@ -137,6 +137,18 @@ pub enum TrackingError {
     Wandb(#[from] wandb::WandbError),
 }
 
+impl TrackingError {
+    /// Whether the error is the user's: W&B without an API key, or with an unusable URL, or an
+    /// invalid input file.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            TrackingError::Invalid { .. }
+                | TrackingError::Wandb(wandb::WandbError::NoApiKey { .. } | wandb::WandbError::BadUrl { .. })
+        )
+    }
+}
+
 /// A destination for records. Sinks are written to in record order; `flush` makes everything
 /// written so far durable (or delivered).
 pub trait Sink {

@@ -13,7 +13,7 @@ use super::background::Background;
 use super::journal::{self, Journal};
 use super::store_sink::StoreSink;
 use super::tensorboard::TensorBoardSink;
-use super::wandb::WandbSink;
+use super::wandb::{DeliveryStatus, WandbSink};
 use super::{Record, Sink, TrackingError};
 use crate::store::{Checkpointer, Store};
 
@@ -94,6 +94,13 @@ impl Tracker {
         self.journal.flush()?;
         self.metrics.flush()?;
         self.background().try_for_each(|s| s.flush())
+    }
+
+    /// Ends the attempt's tracking: gives W&B its bounded time to deliver (see
+    /// [`super::wandb::WandbOptions::finish_timeout`]) and says how that went (`None` without
+    /// W&B). Dropping the tracker does the same without saying.
+    pub fn finish(mut self) -> Option<DeliveryStatus> {
+        self.wandb.take().map(WandbSink::finish)
     }
 
     /// The sinks besides the journal and the metrics.

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::data::{self, Crop, DataError, hex};
+use super::data::{self, Crop};
+use crate::image_set::{DataError, hex};
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
 use crate::model::{ModelError, png};
 use crate::rng::Rng;

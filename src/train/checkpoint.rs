@@ -15,8 +15,8 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::data::hex;
 use super::optimizer::AdamW;
+use crate::image_set::hex;
 use crate::model::weights;
 
 /// A checkpoint problem, naming the file.
@@ -128,6 +128,7 @@ pub fn save(
     let mut size = 0;
     for entry in std::fs::read_dir(&tmp).map_err(|e| err(&tmp, e))? {
         let path = entry.map_err(|e| err(&tmp, e))?.path();
+        crate::atomic_file::give_default_mode(&path).map_err(|e| err(&path, e))?;
         sync(&path)?;
         let (sha, n) = sha256_file(&path)?;
         size += n;
@@ -158,6 +159,18 @@ pub fn verify(path: &Path) -> Result<TrainState, CheckpointError> {
     let state_path = path.join("state.json");
     let state = std::fs::read_to_string(&state_path).map_err(|e| err(&state_path, e))?;
     serde_json::from_str(&state).map_err(|e| err(&state_path, e))
+}
+
+/// Checks the checkpoint in `path` as [`verify`] does, and its manifest against `recorded`, the
+/// sha256 the lineage store holds for it (what [`save`] returned).
+pub fn verify_recorded(path: &Path, recorded: &str) -> Result<TrainState, CheckpointError> {
+    let manifest_path = path.join("manifest.json");
+    let bytes = std::fs::read(&manifest_path).map_err(|e| err(&manifest_path, e))?;
+    let actual = hex(&Sha256::digest(&bytes));
+    if actual != recorded {
+        return Err(err(&manifest_path, format!("sha256 {actual} does not match the {recorded} the store recorded")));
+    }
+    verify(path)
 }
 
 /// Steps of the checkpoints under `dir`, newest first.

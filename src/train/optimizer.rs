@@ -7,11 +7,9 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
-/// AdamW hyperparameters.
+/// AdamW hyperparameters (the learning rate is given at every step: the schedule sets it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
-    /// Learning rate (the schedule sets it every step).
-    pub lr: f64,
     /// beta1.
     pub beta1: f64,
     /// beta2.
@@ -102,7 +100,7 @@ mod tests {
         // torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01),
         // p = 1.0, two steps with grad 0.5 then -0.25.
         let var = Var::new(&[1f32], &Device::Cpu).unwrap();
-        let cfg = AdamWConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
         let mut opt = AdamW::new(vec![("p".into(), var.clone())], cfg).unwrap();
         let mut expected = 1.0f64;
         let (mut m, mut v) = (0.0f64, 0.0f64);

@@ -1,708 +1,149 @@
-//! The DreamBooth training loop of one run: data and caches, steps, checkpoints, validation,
-//! and everything logged through the tracking records.
+//! The DreamBooth training loop of one run: prepare, then step, log, validate and checkpoint
+//! until the last step or a stop request.
 //!
-//! Determinism: every random choice derives from the run seed and the position (epoch, step,
-//! micro-batch) through the project's generator, never from generator state carried between
-//! steps. A checkpoint therefore only needs the step, and a run resumed from step S draws
-//! exactly what the uninterrupted run drew after S: same config, seed, machine and thread
-//! count give the same loss at every step, bit for bit (tested with a process killed
-//! mid-run).
+//! Same config, seed, machine and thread count give the same loss at every step, bit for bit,
+//! whether the run went through or was killed and resumed (see [`super::step`] for why, and the
+//! test that kills a process mid-run).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor};
-use serde_json::json;
-
-use super::cache::{self, CacheError, ClassImageSpec, TensorCache};
-use super::checkpoint::{self, CheckpointError, TrainState};
-use super::data::{Crop, DataError, ImageSet};
-use super::loss::loss_terms;
-use super::lr_schedule::learning_rate;
-use super::optimizer::{AdamW, AdamWConfig, clip_factor};
-use super::precision::{self, LossScaler};
-use crate::config::{AttentionMode as ConfigAttention, ExperimentConfig};
-use crate::model::attention::AttentionMode;
-use crate::model::pipeline::{SampleRequest, StableDiffusion};
-use crate::model::scheduler::PredictionType;
-use crate::model::{ModelError, builtin, png};
-use crate::rng::Rng;
+use super::checkpoint::{self, TrainState};
+use super::error::TrainError;
+use super::job::{Notice, TrainJob, TrainOutcome};
+use super::prepare::Setup;
+use super::step::{EpochOrder, StepReport};
+use super::validate::validate;
 use crate::store::Store;
 use crate::tracking::tracker::Tracker;
-use crate::tracking::wandb::{WandbError, WandbOptions, WandbSink};
-use crate::tracking::{EndStatus, Record, TrackingError, now};
-
-/// Why a run could not train.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The base model is unusable.
-    #[error("{0}")]
-    Model(#[from] ModelError),
-    /// A training image is unusable.
-    #[error("{0}")]
-    Data(#[from] DataError),
-    /// A cache failed.
-    #[error("{0}")]
-    Cache(#[from] CacheError),
-    /// A checkpoint could not be written or read.
-    #[error("{0}")]
-    Checkpoint(#[from] CheckpointError),
-    /// A tracking sink failed.
-    #[error("{0}")]
-    Tracking(#[from] TrackingError),
-    /// The lineage store failed.
-    #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
-    /// The settings cannot train (e.g. a resolution the model cannot take).
-    #[error("{0}")]
-    Settings(String),
-}
-
-impl From<candle_core::Error> for TrainError {
-    fn from(e: candle_core::Error) -> Self {
-        TrainError::Model(ModelError::Candle(e))
-    }
-}
-
-impl TrainError {
-    /// Whether the error is the user's input (images, model folder, settings).
-    pub fn is_bad_input(&self) -> bool {
-        match self {
-            TrainError::Data(_) | TrainError::Settings(_) => true,
-            TrainError::Model(e) => e.is_bad_input(),
-            TrainError::Cache(CacheError::Data(_)) => true,
-            TrainError::Cache(CacheError::Model(e)) => e.is_bad_input(),
-            TrainError::Tracking(TrackingError::Wandb(WandbError::NoApiKey { .. } | WandbError::BadUrl { .. })) => true,
-            _ => false,
-        }
-    }
-}
-
-/// One run to train.
-pub struct TrainJob {
-    /// Run id.
-    pub run_id: String,
-    /// Attempt number (from the lineage store).
-    pub attempt: u32,
-    /// Resolved settings.
-    pub config: ExperimentConfig,
-    /// The run folder (journal, checkpoints, samples).
-    pub run_dir: PathBuf,
-    /// The output root (built-in models and shared caches live under it).
-    pub root: PathBuf,
-    /// Resume from the newest valid checkpoint at or before this step (`None`: the newest).
-    pub resume_at_most: Option<u64>,
-    /// Set to stop after the current step (a checkpoint is written first); W&B's "stopped"
-    /// reply sets it too.
-    pub stop: Arc<AtomicBool>,
-    /// The process environment (W&B reads its key and URL from it).
-    pub env: Vec<(String, String)>,
-    /// The sweep the run belongs to (W&B's group), if any.
-    pub sweep_id: Option<String>,
-    /// Where it computes (see [`crate::model::device`]).
-    pub device: Device,
-    /// Called after every optimiser step with (step, total steps, loss).
-    pub progress: Box<dyn FnMut(u64, u64, f64)>,
-}
-
-/// How training ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainOutcome {
-    /// Success or interrupted.
-    pub status: EndStatus,
-    /// Steps completed.
-    pub step: u64,
-    /// Total steps of the run.
-    pub total_steps: u64,
-    /// Class images generated by this attempt (0 when the cache had them).
-    pub class_images_generated: usize,
-    /// Images VAE-encoded by this attempt (0 when the latent cache had them).
-    pub latents_encoded: usize,
-    /// Prompts run through the text encoder for the text-embedding cache by this attempt.
-    pub prompts_encoded: usize,
-}
-
-/// A fresh stream for one purpose at one position (seed, tag, a, b).
-fn stream(seed: u64, tag: &str, a: u64, b: u64) -> Rng {
-    let key = format!("{seed}|{tag}|{a}|{b}");
-    Rng::new(xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
-}
-
-/// One training image: its cached latent distributions (centre crop), or, with random
-/// crops, the file to crop and encode afresh at every use.
-enum Example {
-    Cached { plain: Tensor, flipped: Option<Tensor> },
-    RandomCrop(PathBuf),
-}
-
-/// The run's tracking, and the lineage store for what is not a record (checkpoints and
-/// artifacts).
-struct Sinks<'a> {
-    tracker: Tracker,
-    lineage: &'a mut Store,
-}
+use crate::tracking::wandb::{self, DeliveryStatus};
+use crate::tracking::{EndStatus, Record, now};
 
 /// Trains `job` to the end (or until stopped), resuming from its newest valid checkpoint.
 pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, TrainError> {
-    let cfg = &job.config;
-    let device = job.device.clone();
-    let dtype = precision::compute_dtype(cfg.model.mixed_precision);
-    if dtype == DType::BF16 && device.is_cpu() {
-        return Err(TrainError::Settings(
-            "model.mixed_precision bf16: candle has no bf16 matrix multiply on the CPU; use fp16 or no here, bf16 on a GPU"
-                .into(),
-        ));
-    }
-    let mode = match cfg.model.attention {
-        ConfigAttention::Full => AttentionMode::Full,
-        ConfigAttention::Chunked => AttentionMode::Chunked(cfg.model.attention_chunk_size as usize),
-    };
-    let folder = builtin::resolve(&cfg.model.pretrained, &job.root.join("models"))?;
-    let model = StableDiffusion::load(&folder, &device, mode)?;
-    let resolution = cfg.data.resolution as usize;
-    let step_px = model.vae_scale_factor() << (model.unet_config.block_out_channels.len() - 1);
-    if !resolution.is_multiple_of(step_px) {
-        return Err(TrainError::Settings(format!(
-            "data.resolution {resolution}: the model `{}` needs a multiple of {step_px} pixels",
-            cfg.model.pretrained
-        )));
-    }
-    let cache_root = job.root.join("cache");
-    let model_key = cache::model_key(&folder)?;
-    std::fs::create_dir_all(&job.run_dir)
-        .map_err(|e| CacheError::Io { path: job.run_dir.clone(), message: e.to_string() })?;
-
-    // Data: instance images, class images (given or generated once for every run), latents.
-    let instance = ImageSet::open(Path::new(&cfg.data.instance_dir))?;
-    store.set_fingerprint(&job.run_id, "instance", &instance.fingerprint, instance.files.len())?;
-    let prior = cfg.train.with_prior_preservation;
-    let mut generated = 0;
-    let class = if !prior {
-        None
-    } else if let Some(dir) = &cfg.data.class_dir {
-        let set = ImageSet::open(Path::new(dir))?;
-        let n = set.files.len().min(cfg.data.num_class_images as usize);
-        Some(ImageSet::from_files(set.files[..n].to_vec())?)
-    } else {
-        let g = &cfg.data.class_generation;
-        let spec = ClassImageSpec {
-            model_key: model_key.clone(),
-            prompt: cfg.data.class_prompt.clone(),
-            negative_prompt: g.negative_prompt.clone(),
-            steps: g.steps as usize,
-            guidance: g.guidance,
-            resolution,
-            seed: g.seed,
-            batch_size: g.batch_size as usize,
-        };
-        let (files, n) = cache::class_images(&model, &spec, cfg.data.num_class_images as usize, &cache_root)?;
-        generated = n;
-        Some(ImageSet::from_files(files)?)
-    };
-    if let Some(set) = &class {
-        store.set_fingerprint(&job.run_id, "class", &set.fingerprint, set.files.len())?;
-    }
-    let mut latents = TensorCache::latents(&cache_root, &model_key);
-    let mut encode = |set: &ImageSet| -> Result<Vec<Example>, TrainError> {
-        set.files
-            .iter()
-            .zip(&set.hashes)
-            .map(|(file, sha)| {
-                if !cfg.data.center_crop {
-                    return Ok(Example::RandomCrop(file.clone()));
-                }
-                let plain = latents.latent(&model, file, sha, cfg.data.resolution, false, &device)?;
-                let flipped = cfg
-                    .data
-                    .random_flip
-                    .then(|| latents.latent(&model, file, sha, cfg.data.resolution, true, &device))
-                    .transpose()?;
-                Ok(Example::Cached { plain, flipped })
-            })
-            .collect()
-    };
-    let instance_examples = encode(&instance)?;
-    let class_examples = class.as_ref().map(&mut encode).transpose()?.unwrap_or_default();
-    let latents_encoded = latents.computed;
-
-    // Schedule, as diffusers: an epoch is max(instance, class) examples.
-    let batch = cfg.train.batch_size as usize;
-    let accum = cfg.train.gradient_accumulation_steps as u64;
-    let len = instance_examples.len().max(class_examples.len());
-    let steps_per_epoch = (len.div_ceil(batch) as u64).div_ceil(accum).max(1);
-    let total = cfg.train.max_train_steps.unwrap_or(cfg.train.epochs as u64 * steps_per_epoch);
-
-    // Text: a text encoder that is never trained is the base model's, and its outputs come
-    // from the shared cache. One that is trained until `stop_text_encoder_after` is encoded
-    // once it stops, from its weights then (a resumed run restores exactly those).
-    let half = batch;
-    let prompts: Vec<&str> = (0..half)
-        .map(|_| cfg.data.instance_prompt.as_str())
-        .chain((0..if prior { half } else { 0 }).map(|_| cfg.data.class_prompt.as_str()))
-        .collect();
-    let ids = model.token_ids(&prompts)?;
-    let mut texts = TensorCache::text(&cache_root, &model_key);
-    let mut frozen_context = if cfg.train.train_text_encoder {
-        None
-    } else {
-        // Each distinct prompt once (a batch repeats them), then one row per example.
-        let mut distinct: BTreeMap<&str, Tensor> = BTreeMap::new();
-        for &p in &prompts {
-            if !distinct.contains_key(p) {
-                distinct.insert(p, texts.prompt(&model, p)?);
-            }
-        }
-        let rows: Vec<&Tensor> = prompts.iter().map(|p| &distinct[p]).collect();
-        Some(Tensor::cat(&rows, 0)?.to_dtype(dtype)?)
-    };
-
-    let mut params: Vec<(String, candle_core::Var)> = Vec::new();
-    let mut named = |prefix: &str, vars: &candle_nn::VarMap| {
-        let data = vars.data().lock().expect("variable map lock");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        params.extend(names.into_iter().map(|n| (format!("{prefix}.{n}"), data[n].clone())));
-    };
-    named("unet", &model.unet_vars);
-    if cfg.train.train_text_encoder {
-        named("text_encoder", &model.text_vars);
-    }
-    let t = &cfg.train;
-    let adam = AdamWConfig {
-        lr: t.learning_rate,
-        beta1: t.adam_beta1,
-        beta2: t.adam_beta2,
-        eps: t.adam_epsilon,
-        weight_decay: t.adam_weight_decay,
-    };
-    let mut optimizer = AdamW::new(params, adam)?;
-
-    // Resume.
-    let ckpt_dir = job.run_dir.join("checkpoints");
-    let (found, skipped) = checkpoint::latest_valid(&ckpt_dir, job.resume_at_most);
-    for problem in &skipped {
-        eprintln!("warning: skipping unusable checkpoint: {problem}");
-    }
-    let text_vars = cfg.train.train_text_encoder.then_some(&model.text_vars);
-    let mut start = 0;
-    let mut best: Option<(u64, f64)> = None;
-    let mut scaler = (dtype == DType::F16).then(|| LossScaler::new(t.loss_scale_init));
-    if let Some((path, state)) = &found {
-        checkpoint::restore(path, &model.unet_vars, text_vars, Some(&mut optimizer))?;
-        start = state.step;
-        best = state.metrics.get("val/loss").map(|v| (state.step, *v));
-        if scaler.is_some() && state.loss_scale.is_some() {
-            scaler = state.loss_scale;
-        }
-    }
-
-    let swept: Vec<(String, serde_json::Value)> =
-        store.run(&job.run_id)?.params.into_iter().filter(|p| p.swept).map(|p| (p.key, p.value)).collect();
-    let wandb = match &cfg.tracking.wandb {
-        Some(w) => {
-            let options = WandbOptions { stop: Arc::clone(&job.stop), ..Default::default() };
-            Some(WandbSink::with_options(w, &job.run_id, job.sweep_id.as_deref(), &job.run_dir, &job.env, options)?)
-        }
-        None => None,
-    };
-    let tracker = Tracker::open(&job.run_dir, store.path(), &job.run_id, cfg.tracking.tensorboard, wandb, start > 0)?;
-    let mut sinks = Sinks { tracker, lineage: store };
-    let mut hparams: BTreeMap<String, serde_json::Value> = [
-        ("train.learning_rate", json!(t.learning_rate)),
-        ("train.prior_loss_weight", json!(t.prior_loss_weight)),
-        ("train.epochs", json!(t.epochs)),
-        ("train.max_train_steps", json!(total)),
-        ("train.batch_size", json!(t.batch_size)),
-        ("train.lr_scheduler", json!(format!("{:?}", t.lr_scheduler))),
-        ("seed", json!(cfg.seed)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    // Whatever the sweep varies is a hyperparameter too (the HParams tab compares on it).
-    hparams.extend(swept);
-    sinks.tracker.emit(Record::Start {
-        run_id: job.run_id.clone(),
-        attempt: job.attempt,
-        hparams,
-        metrics: vec!["val/loss".into(), "val/prior_drift".into(), "train/loss".into()],
-        resume_step: (start > 0).then_some(start),
-        wall_time: now(),
-    })?;
-    if start == 0 {
-        let text = serde_json::to_string_pretty(&job.config).expect("config serializes");
-        sinks.tracker.emit(Record::Text {
-            key: "config".into(),
-            step: 0,
-            text: format!("```json\n{text}\n```"),
-            wall_time: now(),
-        })?;
-        sinks.tracker.emit(Record::Scalar {
-            key: "data/class_images_generated".into(),
-            step: 0,
-            value: generated as f64,
-            wall_time: now(),
-        })?;
-    }
-
-    let alphas = model.schedule.alphas_cumprod.clone();
-    let prediction = model.schedule.config.prediction_type;
-    let scaling = |t: &Tensor| model.vae.scale(t);
-    let crash_at: Option<u64> = std::env::var("DBSWEEP_TEST_CRASH_AT_STEP").ok().and_then(|s| s.parse().ok());
-    let mut order = EpochOrder { seed: cfg.seed, len, epoch: None, order: Vec::new() };
-    let mut step = start;
+    let mut setup = Setup::prepare(job, store)?;
+    let mut tracker = setup.open_tracking(job, store)?;
+    let cfg = job.config.clone();
+    let total = setup.schedule.total;
+    let crash_at = job.crash_at_step();
+    let mut order = EpochOrder::new(cfg.seed, setup.schedule.epoch_len);
+    let mut step = setup.resume.start;
+    let mut status = EndStatus::Success;
     while step < total {
-        let train_text = cfg.train.train_text_encoder && cfg.train.stop_text_encoder_after.is_none_or(|s| step < s);
-        let mut grads: Option<GradStore> = None;
-        let (mut loss_sum, mut inst_sum, mut prior_sum) = (0f64, 0f64, 0f64);
-        // Mixed precision: this step's modules, cast from the f32 masters.
-        let cast =
-            (dtype != DType::F32).then(|| precision::cast_models(&model, dtype, train_text, mode)).transpose()?;
-        let unet = cast.as_ref().map_or(&model.unet, |c| &c.unet);
-        let text_encoder = cast.as_ref().and_then(|c| c.text_encoder.as_ref()).unwrap_or(&model.text_encoder);
-        let loss_scale = scaler.map_or(1.0, |s| s.scale);
-        for micro in 0..accum {
-            let m = step * accum + micro;
-            let mut rng = stream(cfg.seed, "step", step, micro);
-            let mut pick = |examples: &[Example], rng: &mut Rng| -> Result<Tensor, TrainError> {
-                let mut rows = Vec::with_capacity(batch);
-                for b in 0..batch as u64 {
-                    let index = order.at((m * batch as u64 + b) as usize) % examples.len();
-                    let flip = rng.below(2) == 1;
-                    let encoded;
-                    let dist = match &examples[index] {
-                        Example::Cached { flipped: Some(f), .. } if flip => f,
-                        Example::Cached { plain, .. } => plain,
-                        Example::RandomCrop(file) => {
-                            let flip = flip && cfg.data.random_flip;
-                            let image = super::data::load(file, cfg.data.resolution, Crop::Random, flip, rng, &device)?;
-                            let d = model.vae.encode(&image.unsqueeze(0)?)?;
-                            encoded = Tensor::cat(&[&d.mean, &d.logvar], 0)?.detach();
-                            &encoded
-                        }
-                    };
-                    let (mean, logvar) = (dist.get(0)?, dist.get(1)?);
-                    let eps = Tensor::from_vec(rng.normals_f32(mean.elem_count()), mean.shape(), &device)?;
-                    rows.push((mean + ((logvar * 0.5)?.exp()? * eps)?)?);
-                }
-                Ok(Tensor::stack(&rows, 0)?)
-            };
-            let mut x0 = pick(&instance_examples, &mut rng)?;
-            if prior {
-                let class_rows = pick(&class_examples, &mut rng)?;
-                x0 = Tensor::cat(&[&x0, &class_rows], 0)?;
-            }
-            let x0 = scaling(&x0)?.detach();
-            let n = x0.dim(0)?;
-            let mut noise = Tensor::from_vec(rng.normals_f32(x0.elem_count()), x0.shape(), &device)?;
-            if cfg.train.offset_noise > 0.0 {
-                let (c, shape) = (x0.dim(1)?, (n, x0.dim(1)?, 1, 1));
-                let offset = Tensor::from_vec(rng.normals_f32(n * c), shape, &device)?;
-                noise = (noise.broadcast_add(&(offset * cfg.train.offset_noise)?))?;
-            }
-            let timesteps: Vec<usize> = (0..n).map(|_| rng.below(alphas.len() as u64) as usize).collect();
-            let noisy = model.schedule.add_noise(&x0, &noise, &timesteps)?;
-            let target = model.schedule.target(&x0, &noise, &timesteps)?;
-            let context = match &frozen_context {
-                _ if train_text => text_encoder.forward(&ids)?,
-                Some(context) => context.clone(),
-                None => frozen_context.insert(model.text_encoder.forward(&ids)?.detach().to_dtype(dtype)?).clone(),
-            };
-            let ts = Tensor::new(timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(), &device)?;
-            let pred = unet.forward(&noisy.to_dtype(dtype)?, &ts, &context)?.to_dtype(DType::F32)?;
-            let weights = cfg.train.snr_gamma.map(|gamma| {
-                let w: Vec<f32> = timesteps
-                    .iter()
-                    .map(|&t| {
-                        let snr = alphas[t] / (1.0 - alphas[t]);
-                        let base = gamma.min(snr) / snr;
-                        (if prediction == PredictionType::VPrediction { gamma.min(snr) / (snr + 1.0) } else { base })
-                            as f32
-                    })
-                    .collect();
-                Tensor::new(w, &device)
-            });
-            let weights = weights.transpose()?;
-            let (inst, prior_term) = loss_terms(&pred, &target, weights.as_ref(), prior)?;
-            let loss = ((&inst + (&prior_term * cfg.train.prior_loss_weight)?)? / accum as f64)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            inst_sum += inst.to_scalar::<f32>()? as f64 / accum as f64;
-            prior_sum += prior_term.to_scalar::<f32>()? as f64 / accum as f64;
-            let g = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
-            grads = Some(match grads {
-                None => g,
-                Some(mut acc) => {
-                    for (_, var) in &optimizer.slots {
-                        if let Some(new) = g.get(var.var.as_tensor()) {
-                            let sum = match acc.get(var.var.as_tensor()) {
-                                Some(old) => (old + new)?,
-                                None => new.clone(),
-                            };
-                            acc.insert(var.var.as_tensor(), sum);
-                        }
-                    }
-                    acc
-                }
-            });
-        }
-        // A frozen or stopped text encoder has no gradients, so AdamW leaves it untouched.
-        let grads = grads.expect("at least one micro-batch");
-        let norm = optimizer.grad_norm(&grads)? / loss_scale;
-        let lr = learning_rate(t.lr_scheduler, t.learning_rate, step, t.lr_warmup_steps, total, t.lr_power);
-        // f16: an overflowing step is skipped and the scale halved (see `precision`).
-        let apply = scaler.as_mut().is_none_or(|s| s.update(norm.is_finite(), t.loss_scale_growth_interval));
-        if apply {
-            optimizer.step(&grads, lr, clip_factor(norm, t.max_grad_norm) / loss_scale)?;
-        }
+        let report = setup.step(&cfg, step, &mut order)?;
         step += 1;
-        if scaler.is_some_and(|s| s.scale < 1.0) {
+        if setup.resume.scaler.is_some_and(|s| s.scale < 1.0) {
             return Err(TrainError::Settings(format!(
                 "the fp16 loss scale fell below 1 at step {step}: the gradients overflow at every scale; \
                  lower train.learning_rate or use model.mixed_precision bf16 or no"
             )));
         }
-        if !loss_sum.is_finite() && scaler.is_none() {
+        if !report.loss.is_finite() && setup.resume.scaler.is_none() {
             return Err(TrainError::Settings(format!(
-                "the loss became {loss_sum} at step {step}; lower train.learning_rate"
+                "the loss became {} at step {step}; lower train.learning_rate",
+                report.loss
             )));
         }
-        let wall = now();
-        for (key, value) in [
-            ("train/loss", loss_sum),
-            ("train/loss_instance", inst_sum),
-            ("train/loss_prior", prior_sum),
-            ("train/lr", lr),
-            ("train/grad_norm", norm),
-        ] {
-            // An fp16 step that overflowed (and was skipped) has no finite loss or norm.
-            if value.is_finite() {
-                sinks.tracker.emit(Record::Scalar { key: key.into(), step, value, wall_time: wall })?;
-            }
-        }
-        if scaler.is_some() {
-            sinks.tracker.emit(Record::Scalar {
-                key: "train/loss_scale".into(),
-                step,
-                value: loss_scale,
-                wall_time: wall,
-            })?;
-            sinks.tracker.emit(Record::Scalar {
-                key: "train/step_skipped".into(),
-                step,
-                value: if apply { 0.0 } else { 1.0 },
-                wall_time: wall,
-            })?;
-        }
-        (job.progress)(step, total, loss_sum);
-        sinks.tracker.publish_metrics()?;
-        if crash_at == Some(step) && job.attempt == 1 {
+        log_step(&mut tracker, step, &report, setup.resume.scaler.is_some())?;
+        (job.notify)(Notice::Progress { step, total, loss: report.loss });
+        tracker.publish_metrics()?;
+        if crash_at == Some(step) {
             // Test hook: the first attempt dies like kill -9 (no flush, no cleanup) after this step.
             std::process::abort();
         }
         let stopping = job.stop.load(Ordering::SeqCst);
         let mut metrics = BTreeMap::new();
         if step % cfg.validation.every_steps == 0 || step == total {
-            let generated_class = class.as_ref().filter(|_| cfg.data.class_dir.is_none());
-            metrics = validate(&model, cfg, &instance_examples, generated_class, step, job, &mut sinks)?;
-            sinks.tracker.publish_metrics()?;
+            metrics = validate(&setup, step, job, &mut tracker, store)?;
+            tracker.publish_metrics()?;
         }
         if step % cfg.checkpoint.every_steps == 0 || step == total || stopping {
-            if let Some(v) = metrics.get("val/loss")
-                && best.is_none_or(|(_, b)| *v < b)
-            {
-                best = Some((step, *v));
-            }
-            let state = TrainState {
-                step,
-                has_optimizer: !cfg.checkpoint.weights_only,
-                has_text_encoder: text_vars.is_some(),
-                metrics: metrics.clone(),
-                loss_scale: scaler,
-            };
-            let opt = (!cfg.checkpoint.weights_only).then_some(&optimizer);
-            let saved = checkpoint::save(&ckpt_dir, &model.unet_vars, text_vars, opt, &state)?;
-            sinks.tracker.flush()?;
-            let rel = saved.path.strip_prefix(&job.run_dir).unwrap_or(&saved.path).display().to_string();
-            sinks.lineage.add_checkpoint(
-                &job.run_id,
-                step as i64,
-                &rel,
-                &saved.sha256,
-                saved.size,
-                &serde_json::to_string(&metrics).expect("json"),
-            )?;
-            if let Some(limit) = cfg.checkpoint.total_limit {
-                for removed in checkpoint::prune(&ckpt_dir, limit as usize, best.map(|(s, _)| s)) {
-                    sinks.lineage.remove_checkpoint(&job.run_id, removed as i64)?;
-                }
-            }
+            save_checkpoint(&mut setup, job, step, metrics, &mut tracker, store)?;
         }
         if stopping && step < total {
-            sinks.tracker.emit(Record::End { status: EndStatus::Interrupted, wall_time: now() })?;
-            sinks.tracker.flush()?;
-            return Ok(TrainOutcome {
-                status: EndStatus::Interrupted,
-                step,
-                total_steps: total,
-                class_images_generated: generated,
-                latents_encoded,
-                prompts_encoded: texts.computed,
-            });
+            status = EndStatus::Interrupted;
+            break;
         }
     }
-    sinks.tracker.emit(Record::End { status: EndStatus::Success, wall_time: now() })?;
-    sinks.tracker.flush()?;
+    tracker.emit(Record::End { status, wall_time: now() })?;
+    tracker.flush()?;
+    let wandb = tracker.finish();
     Ok(TrainOutcome {
-        status: EndStatus::Success,
+        status,
         step,
         total_steps: total,
-        class_images_generated: generated,
-        latents_encoded,
-        prompts_encoded: texts.computed,
+        class_images_generated: setup.class_images_generated,
+        latents_encoded: setup.latents_encoded,
+        prompts_encoded: setup.texts.computed,
+        wandb_undelivered: wandb.and_then(|status| undelivered(job, &status)),
     })
 }
 
-/// Validation at `step`: the denoising loss on the instance images at fixed timesteps and
-/// noise (`val/loss`), samples of every validation prompt with fixed seeds (saved and logged),
-/// and, when class images were generated by the base model, how far the class prompt's
-/// samples moved from them (`val/prior_drift`, mean squared pixel difference in [-1, 1]).
-fn validate(
-    model: &StableDiffusion,
-    cfg: &ExperimentConfig,
-    instance: &[Example],
-    generated_class: Option<&ImageSet>,
-    step: u64,
+/// What W&B still lacks of the run after its end, in words (`None` when everything went out).
+fn undelivered(job: &TrainJob, status: &DeliveryStatus) -> Option<String> {
+    let entries = wandb::pending(&job.run_dir).map_or(1, |p| p.entries);
+    (entries > 0).then(|| {
+        let why = status.last_error.as_deref().map(|e| format!(" (W&B was unreachable: {e})")).unwrap_or_default();
+        format!("{entries} entries are spooled for W&B{why}; `dbsweep sync {}` sends them", job.run_id)
+    })
+}
+
+/// Logs a step's scalars. An fp16 step that overflowed (and was skipped) has no finite loss
+/// or norm: those are left out.
+fn log_step(tracker: &mut Tracker, step: u64, report: &StepReport, scaled: bool) -> Result<(), TrainError> {
+    let wall_time = now();
+    let mut scalars = vec![
+        ("train/loss", report.loss),
+        ("train/loss_instance", report.instance_loss),
+        ("train/loss_prior", report.prior_loss),
+        ("train/lr", report.lr),
+        ("train/grad_norm", report.grad_norm),
+    ];
+    if scaled {
+        scalars.push(("train/loss_scale", report.loss_scale));
+        scalars.push(("train/step_skipped", if report.applied { 0.0 } else { 1.0 }));
+    }
+    for (key, value) in scalars.into_iter().filter(|(_, v)| v.is_finite()) {
+        tracker.emit(Record::Scalar { key: key.into(), step, value, wall_time })?;
+    }
+    Ok(())
+}
+
+/// Saves the checkpoint of `step` (with the validation `metrics` taken at it), waits for the
+/// tracking sinks to hold everything up to it, records it in the store and prunes old
+/// checkpoints beyond `checkpoint.total_limit` (never the newest or the best).
+fn save_checkpoint(
+    setup: &mut Setup,
     job: &TrainJob,
-    sinks: &mut Sinks<'_>,
-) -> Result<BTreeMap<String, f64>, TrainError> {
-    let v = &cfg.validation;
-    let device = &model.device;
-    let mut metrics = BTreeMap::new();
-    let context = model.text_encoder.forward(&model.token_ids(&[&cfg.data.instance_prompt])?)?.detach();
-    let mut total = 0f64;
-    let mut count = 0usize;
-    for (i, ex) in instance.iter().enumerate() {
-        // Validation always uses the centre crop, so it is comparable across steps.
-        let mean = match ex {
-            Example::Cached { plain, .. } => plain.narrow(0, 0, 1)?,
-            Example::RandomCrop(file) => {
-                let image =
-                    super::data::load(file, cfg.data.resolution, Crop::Center, false, &mut Rng::new(0), device)?;
-                model.vae.encode(&image.unsqueeze(0)?)?.mean.detach()
-            }
-        };
-        let x0 = model.vae.scale(&mean)?;
-        for (j, &t) in [100usize, 300, 500, 700, 900].iter().enumerate() {
-            let t = t.min(model.schedule.alphas_cumprod.len() - 1);
-            let mut rng = stream(v.seed, "val-noise", i as u64, j as u64);
-            let noise = Tensor::from_vec(rng.normals_f32(x0.elem_count()), x0.shape(), device)?;
-            let noisy = model.schedule.add_noise(&x0, &noise, &[t])?;
-            let target = model.schedule.target(&x0, &noise, &[t])?;
-            let pred = model.unet.forward(&noisy, &Tensor::new(&[t as f32], device)?, &context)?.detach();
-            total += (pred - target)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-            count += 1;
+    step: u64,
+    metrics: BTreeMap<String, f64>,
+    tracker: &mut Tracker,
+    store: &mut Store,
+) -> Result<(), TrainError> {
+    let cfg = &job.config;
+    if let Some(v) = metrics.get("val/loss")
+        && setup.resume.best.is_none_or(|(_, b)| *v < b)
+    {
+        setup.resume.best = Some((step, *v));
+    }
+    let text_vars = setup.trained_text_vars(cfg);
+    let state = TrainState {
+        step,
+        has_optimizer: !cfg.checkpoint.weights_only,
+        has_text_encoder: text_vars.is_some(),
+        metrics,
+        loss_scale: setup.resume.scaler,
+    };
+    let optimizer = (!cfg.checkpoint.weights_only).then_some(&setup.optimizer);
+    let saved = checkpoint::save(&setup.checkpoints, &setup.model.unet_vars, text_vars, optimizer, &state)?;
+    tracker.flush()?;
+    let rel = saved.path.strip_prefix(&job.run_dir).unwrap_or(&saved.path).display().to_string();
+    let metrics_json = serde_json::to_string(&state.metrics).expect("metrics serialize");
+    store.add_checkpoint(&job.run_id, step as i64, &rel, &saved.sha256, saved.size, &metrics_json)?;
+    if let Some(limit) = cfg.checkpoint.total_limit {
+        for removed in checkpoint::prune(&setup.checkpoints, limit as usize, setup.resume.best.map(|(s, _)| s)) {
+            store.remove_checkpoint(&job.run_id, removed as i64)?;
         }
     }
-    metrics.insert("val/loss".to_string(), total / count.max(1) as f64);
-    let size = cfg.data.resolution as usize;
-    let out_dir = job.run_dir.join("samples").join(format!("step-{step:08}"));
-    std::fs::create_dir_all(&out_dir).map_err(|e| CacheError::Io { path: out_dir.clone(), message: e.to_string() })?;
-    for (k, prompt) in v.prompts.iter().enumerate() {
-        let req = SampleRequest {
-            prompt: prompt.clone(),
-            negative_prompt: String::new(),
-            steps: v.steps as usize,
-            guidance: v.guidance,
-            seed: v.seed,
-            count: v.num_images as usize,
-            size: (size, size),
-            latents: None,
-        };
-        for (i, image) in png::to_rgb8(&model.sample(&req)?.images)?.iter().enumerate() {
-            let path = out_dir.join(format!("prompt{k}-{i}.png"));
-            let seed = v.seed + i as u64;
-            let sha = png::write(
-                &path,
-                image,
-                &[("prompt", prompt.clone()), ("seed", seed.to_string()), ("step", step.to_string())],
-            )?;
-            let rel = path.strip_prefix(&job.run_dir).unwrap_or(&path).to_path_buf();
-            let meta = json!({"prompt": prompt, "seed": seed, "steps": v.steps, "guidance": v.guidance}).to_string();
-            sinks.lineage.add_artifact(
-                &job.run_id,
-                Some(step as i64),
-                "validation_sample",
-                &rel.display().to_string(),
-                &sha,
-                &meta,
-            )?;
-            sinks.tracker.emit(Record::Image {
-                key: format!("validation/{prompt}/{i}"),
-                step,
-                path: rel,
-                width: image.width as u32,
-                height: image.height as u32,
-                wall_time: now(),
-            })?;
-        }
-    }
-    if let Some(class) = generated_class {
-        let g = &cfg.data.class_generation;
-        let k = class.files.len().min(2);
-        let req = SampleRequest {
-            prompt: cfg.data.class_prompt.clone(),
-            negative_prompt: g.negative_prompt.clone(),
-            steps: g.steps as usize,
-            guidance: g.guidance,
-            seed: g.seed,
-            count: k,
-            size: (size, size),
-            latents: None,
-        };
-        let now_images = ((model.sample(&req)?.images * 2.0)? - 1.0)?;
-        let base: Vec<Tensor> = class.files[..k]
-            .iter()
-            .map(|f| {
-                super::data::load(f, cfg.data.resolution, super::data::Crop::Center, false, &mut Rng::new(0), device)
-            })
-            .collect::<Result<_, _>>()?;
-        let drift = (now_images - Tensor::stack(&base, 0)?)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-        metrics.insert("val/prior_drift".to_string(), drift);
-    }
-    for (key, value) in &metrics {
-        sinks.tracker.emit(Record::Scalar { key: key.clone(), step, value: *value, wall_time: now() })?;
-    }
-    Ok(metrics)
-}
-
-/// The shuffled example order, drawn once per epoch from the run seed and the epoch.
-struct EpochOrder {
-    seed: u64,
-    len: usize,
-    epoch: Option<u64>,
-    order: Vec<usize>,
-}
-
-impl EpochOrder {
-    /// The example at position `pos` of the whole run (epoch `pos / len`).
-    fn at(&mut self, pos: usize) -> usize {
-        let epoch = (pos / self.len) as u64;
-        if self.epoch != Some(epoch) {
-            self.order = permutation(self.len, &mut stream(self.seed, "order", epoch, 0));
-            self.epoch = Some(epoch);
-        }
-        self.order[pos % self.len]
-    }
-}
-
-/// A permutation of `0..n` (Fisher-Yates).
-fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    order
+    Ok(())
 }

@@ -83,3 +83,70 @@ fn several_problems_are_reported_together() {
     let err = bad(&env, &["plan", &f]);
     assert!(err.contains("key `train.epochs`") && err.contains("key `train.learning_rate`"), "{err}");
 }
+
+#[test]
+fn a_sweep_file_given_to_train_says_to_use_run() {
+    let env = Env::new();
+    let err = bad(&env, &["train", "sweeps/lr_grid.yaml"]);
+    assert!(
+        err.contains("sweeps/lr_grid.yaml:") && err.contains("this is a sweep file (it has `parameters:`)"),
+        "{err}"
+    );
+    assert!(err.contains("dbsweep run sweeps/lr_grid.yaml"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one problem, not a list of unknown keys: {err}");
+}
+
+#[test]
+fn gpus_that_do_not_exist_are_refused_before_anything_is_written() {
+    let env = Env::new();
+    // No nvidia-smi on PATH: this machine has no GPU.
+    let run = env.run_with(&["run", "sweeps/lr_grid.yaml", "--gpus", "3"], &[("PATH", "/usr/bin:/bin")]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--gpus: no GPU 3: this machine has no GPU"), "{}", run.stderr);
+    assert!(run.stderr.contains("--gpus none"), "{}", run.stderr);
+    assert!(!env.db().exists(), "nothing registered");
+    // With two GPUs, naming a third lists the two.
+    let path = crate::fake_nvidia_smi(&env, 2);
+    let run = env.run_with(&["run", "sweeps/lr_grid.yaml", "--gpus", "0,3"], &[("PATH", &path)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no GPU 3: the GPUs here are 0 (Fake GPU), 1 (Fake GPU)"), "{}", run.stderr);
+    assert!(!env.db().exists(), "nothing registered");
+}
+
+#[test]
+fn model_data_and_wandb_problems_are_found_before_anything_runs() {
+    let env = Env::new();
+    let err = bad(&env, &["plan", "sweeps/lr_grid.yaml", "--set", "model.pretrained=builtin:huge"]);
+    assert!(err.contains("key `model.pretrained`") && err.contains("builtin:tiny"), "{err}");
+    let err = bad(&env, &["run", "sweeps/lr_grid.yaml", "--gpus", "none", "--set", "data.instance_dir=no/such/folder"]);
+    assert!(
+        err.contains("key `data.instance_dir`: expected a folder of images") && err.contains("no/such/folder"),
+        "{err}"
+    );
+    // A model folder missing its VAE config.
+    let broken = env.root().join("broken-model");
+    copy_tree(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd1"), &broken);
+    std::fs::remove_file(broken.join("vae/config.json")).unwrap();
+    let set = format!("model.pretrained={}", broken.display());
+    let err = bad(&env, &["submit", "sweeps/lr_grid.yaml", "--set", &set]);
+    assert!(err.contains("key `model.pretrained`") && err.contains("vae/config.json"), "{err}");
+    // W&B online without a key: said before any run starts, not inside each.
+    let no_key = [("WANDB_API_KEY", ""), ("HOME", "/nonexistent"), ("NETRC", "/nonexistent/netrc")];
+    let run =
+        env.run_with(&["run", "sweeps/lr_grid.yaml", "--gpus", "none", "--set", "tracking.wandb.project=p"], &no_key);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("tracking.wandb") && run.stderr.contains("no W&B API key"), "{}", run.stderr);
+    assert!(!env.db().exists(), "nothing registered");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}

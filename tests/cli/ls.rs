@@ -26,6 +26,26 @@ fn lists_sweeps_with_status_counts_and_runs() {
     assert_eq!(runs.len(), 8);
     assert_eq!(runs[7]["swept"]["train.epochs"], 4);
     assert_eq!(runs[7]["status"], "pending");
+    assert_eq!(runs[0]["run_id"], reg["runs"][0]["run_id"], "`run_id`, as plan, submit and compare name it");
+}
+
+#[test]
+fn runs_trained_outside_sweeps_are_listed_and_the_same_settings_are_the_same_run() {
+    let env = Env::new();
+    let args =
+        ["train", "sweeps/base/tiny.yaml", "--set", "train.max_train_steps=2", "--set", "validation.every_steps=2"];
+    let first = env.ok(&args);
+    let id = first.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
+    let again = env.ok(&args);
+    assert!(again.contains(&format!("run {id} already finished with these settings")), "{again}");
+    assert_eq!(env.json(&["show", &id, "--json"])["attempt"], 1, "not retrained");
+    let out = env.ok(&["ls"]);
+    assert!(out.contains("runs outside sweeps (1):") && out.contains(&id), "{out}");
+    let json = env.json(&["ls", "--json"]);
+    assert_eq!(json[0]["sweep"], serde_json::Value::Null);
+    assert_eq!(json[0]["runs"][0]["run_id"], id.as_str());
+    let rerun = env.ok(&[&args[..], &["--rerun"]].concat());
+    assert!(rerun.contains("finished at step 2/2") && !rerun.contains(&format!("run {id}:")), "{rerun}");
 }
 
 #[test]

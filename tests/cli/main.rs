@@ -89,3 +89,16 @@ impl Env {
         path.to_string_lossy().into_owned()
     }
 }
+
+/// A folder holding a fake `nvidia-smi` that lists `n` GPUs (this machine has none; the
+/// scheduler only reads `nvidia-smi`'s list), and the `PATH` that puts it first.
+pub fn fake_nvidia_smi(env: &Env, n: usize) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env.root().join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let lines: Vec<String> = (0..n).map(|i| format!("echo '{i}, Fake GPU, 81559, 1, 0'")).collect();
+    let script = bin.join("nvidia-smi");
+    std::fs::write(&script, format!("#!/bin/sh\n{}\n", lines.join("\n"))).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}

@@ -36,8 +36,12 @@ fn compare_best_and_sampling_the_best_checkpoint() {
     assert!(rows.iter().all(|r| r["steps"] == 4 && r["status"] == "finished"));
     let table = env.ok(&["compare", "lr_grid"]);
     assert!(table.contains("train.learning_rate") && table.lines().count() == 10, "{table}");
-    let csv = env.ok(&["compare", "lr_grid", "--csv"]);
+    let csv = env.ok(&["compare", "lr_grid", "--csv", "--sort"]);
     assert!(csv.starts_with("RUN ID,train.epochs,train.learning_rate,train.prior_loss_weight,STATUS"), "{csv}");
+    // CSV carries every digit: the BEST column reads back as the very number JSON has.
+    let best_column = csv.lines().next().unwrap().split(',').position(|h| h == "BEST").unwrap();
+    let first_best: f64 = csv.lines().nth(1).unwrap().split(',').nth(best_column).unwrap().parse().unwrap();
+    assert_eq!(first_best.to_bits(), bests[0].to_bits(), "{csv}");
 
     let best = env.json(&["best", "lr_grid", "--json"]);
     assert_eq!(best["run_id"], rows[0]["run_id"]);
@@ -48,7 +52,7 @@ fn compare_best_and_sampling_the_best_checkpoint() {
     assert!(folder.join("unet.safetensors").exists());
 
     let out = env.root().join("best-samples");
-    let printed = env.ok(&[
+    let run = env.run(&[
         "sample",
         "--model",
         "best:lr_grid",
@@ -59,7 +63,12 @@ fn compare_best_and_sampling_the_best_checkpoint() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(printed.contains("using run") && out.join("sample-00-seed0.png").exists(), "{printed}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The note goes to stderr; stdout lists only the images written.
+    assert!(run.stderr.contains("using run"), "{}", run.stderr);
+    let image = out.join("sample-00-seed0.png");
+    assert_eq!(run.stdout, format!("{}\n", image.display()), "{}", run.stdout);
+    assert!(image.exists());
     let rec = env.json(&["show", best["run_id"].as_str().unwrap(), "--json"]);
     assert!(
         rec["artifacts"]
@@ -190,8 +199,18 @@ fn tensorboard_command_and_gc() {
     let best = env.json(&["best", "lr_grid", "--json"]);
     let before: usize = env.json(&["compare", "lr_grid", "--json"])["rows"].as_array().unwrap().len();
     assert_eq!(before, 8);
+    let count = |env: &Env| -> usize {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM checkpoints", [], |r| r.get::<_, i64>(0)).unwrap() as usize
+    };
+    let all = count(&env);
+    let dry = env.ok(&["gc", "lr_grid", "--keep", "last", "--dry-run"]);
+    let would = dry.lines().filter(|l| l.starts_with("would remove ") && l.contains(" step ")).count();
+    assert!(would > 0 && dry.contains("(dry run)"), "{dry}");
+    assert_eq!(count(&env), all, "a dry run deletes nothing");
     let out = env.ok(&["gc", "lr_grid", "--keep", "last"]);
-    assert!(out.starts_with("removed ") && out.contains("freed"), "{out}");
+    assert!(out.starts_with(&format!("removed {would} checkpoints")) && out.contains("freed"), "{out}");
+    assert_eq!(count(&env), all - would);
     let best_folder =
         env.root().join("runs").join(best["run_id"].as_str().unwrap()).join(best["checkpoint_path"].as_str().unwrap());
     assert!(best_folder.exists(), "gc never deletes the checkpoint best returns");
@@ -215,4 +234,109 @@ fn dashboard_of_the_shipped_grid_shows_every_run_and_one_grid_per_epochs_value()
     for network in ["src=\"http", "href=\"http", "url(http", "@import"] {
         assert!(!html.contains(network), "self-contained: found {network}");
     }
+    // Without --out the page goes under the output root, and the full path is printed.
+    let printed = env.ok(&["dashboard", "lr_grid"]);
+    let sweep = env.json(&["compare", "lr_grid", "--json"])["sweep_id"].as_str().unwrap().to_string();
+    let default = env.root().join("dashboards").join(format!("{sweep}.html"));
+    assert!(default.exists() && printed.contains(&default.display().to_string()), "{printed}");
+}
+
+/// A two-run sweep of 4 steps (checkpoints at 2 and 4); its output root.
+fn small_sweep(name: &str) -> (Env, String) {
+    let env = Env::new();
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    let file = env.write(
+        "s.yaml",
+        &format!(
+            "name: {name}\nextends: {}\nmetric: {{name: val/loss, goal: minimize}}\nbase:\n  data: {{num_class_images: 2}}\n  train: {{max_train_steps: 4}}\n  checkpoint: {{every_steps: 2}}\n  validation: {{every_steps: 2}}\nparameters:\n  seed: {{values: [1, 2]}}\n",
+            base.display()
+        ),
+    );
+    env.ok(&["run", &file, "--gpus", "none"]);
+    (env, file)
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_by_every_reader() {
+    let (env, _) = small_sweep("corrupt");
+    let best = env.json(&["best", "corrupt", "--json"]);
+    let run = best["run_id"].as_str().unwrap().to_string();
+    let step = best["checkpoint_step"].as_i64().unwrap();
+    let unet =
+        env.root().join("runs").join(&run).join(best["checkpoint_path"].as_str().unwrap()).join("unet.safetensors");
+    let mut bytes = std::fs::read(&unet).unwrap();
+    let at = bytes.len() / 2;
+    for b in &mut bytes[at..at + 4] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&unet, bytes).unwrap();
+    let reference = format!("{run}@{step}");
+    let out = env.root().join("samples");
+    for args in [
+        vec!["sample", "--model", &reference, "--prompt", "x", "--steps", "2", "--out", out.to_str().unwrap()],
+        vec!["sample", "--model", "best:corrupt", "--prompt", "x", "--steps", "2", "--out", out.to_str().unwrap()],
+        vec!["export", &reference, env.root().join("exported").to_str().unwrap()],
+    ] {
+        let r = env.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("unet.safetensors") && r.stderr.contains("sha256"), "{args:?}: {}", r.stderr);
+    }
+    assert!(!out.exists() && !env.root().join("exported").exists(), "nothing written from a corrupt checkpoint");
+}
+
+#[test]
+fn a_reproduction_is_linked_to_its_original_and_stays_out_of_its_sweep() {
+    let (env, file) = small_sweep("repro");
+    let runs = env.json(&["ls", "repro", "--json"])[0]["runs"].clone();
+    let original = runs[0]["run_id"].as_str().unwrap().to_string();
+    let out = env.ok(&["reproduce", &original]);
+    let copy = out.lines().find_map(|l| l.strip_prefix(&format!("reproducing {original} as "))).unwrap().to_string();
+    // Running the sweep file again reuses its own runs, never the reproduction.
+    let again = env.ok(&["run", &file, "--gpus", "none"]);
+    assert!(!again.contains("started"), "{again}");
+    let listed = env.json(&["ls", "repro", "--json"])[0]["runs"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["run_id"], original.as_str());
+    let compared = env.json(&["compare", "repro", "--json"]);
+    assert!(compared["rows"].as_array().unwrap().iter().all(|r| r["run_id"] != copy.as_str()), "{compared}");
+    let submitted = env.json(&["submit", &file, "--json"]);
+    assert_eq!(submitted["runs"][0]["run_id"], original.as_str());
+    assert_eq!(env.json(&["show", &copy, "--json"])["reproduced_from"], original.as_str());
+    assert!(env.ok(&["ls"]).contains(&copy), "listed among the runs outside sweeps");
+}
+
+#[test]
+fn read_only_results_can_be_read() {
+    let (env, _) = small_sweep("archived");
+    let id = env.json(&["ls", "archived", "--json"])[0]["runs"][0]["run_id"].as_str().unwrap().to_string();
+    // The whole root read-only, read by a user who cannot write it (root writes anywhere).
+    let status = std::process::Command::new("chmod").args(["-R", "a-w,a+rX"]).arg(env.root()).status().unwrap();
+    assert!(status.success());
+    // SAFETY: geteuid has no preconditions.
+    let unprivileged = unsafe { libc::geteuid() } == 0;
+    let run = |args: &[&str]| {
+        let mut cmd = if unprivileged {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_dbsweep"));
+            c
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dbsweep"))
+        };
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("DBSWEEP_ROOT").arg("--root").arg(env.root());
+        let out = cmd.args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    for args in [
+        vec!["ls"],
+        vec!["show", &id],
+        vec!["compare", "archived"],
+        vec!["best", "archived"],
+        vec!["plan", "sweeps/lr_grid.yaml"],
+    ] {
+        let (code, out) = run(&args);
+        assert_eq!(code, Some(0), "{args:?} on a read-only root: {out}");
+    }
+    let (_, out) = run(&["ls"]);
+    assert!(out.contains(&id), "{out}");
+    std::process::Command::new("chmod").args(["-R", "u+w"]).arg(env.root()).status().unwrap();
 }

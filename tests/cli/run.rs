@@ -32,9 +32,14 @@ fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
 }
 
 fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> Vec<T> {
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    try_query(env, sql).unwrap()
+}
+
+/// `sql`'s rows, or an error while the store is being created.
+fn try_query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> rusqlite::Result<Vec<T>> {
+    let conn = rusqlite::Connection::open(env.db())?;
+    let mut stmt = conn.prepare(sql)?;
+    stmt.query_map([], |r| r.get(0))?.collect()
 }
 
 /// Waits (bounded) until no run is `running`.
@@ -61,11 +66,16 @@ fn assert_each_point_once(env: &Env, steps: i64) {
 fn four_fake_gpus_run_four_at_once_and_refill_a_freed_slot_at_once() {
     let env = Env::new();
     let file = sweep(&env, 6, 6);
-    let out = env.ok(&["run", &file, "--gpus", "0,1,2,3", "--json"]);
+    let path = crate::fake_nvidia_smi(&env, 4);
+    let run = env.run_with(&["run", &file, "--gpus", "0,1,2,3", "--json"], &[("PATH", &path)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = run.stdout;
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(&kinds[..4], ["started"; 4], "four runs start before any ends: {kinds:?}");
-    let slots: std::collections::HashSet<&str> = events[..4].iter().map(|e| e["slot"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "sweep", "the first event names the sweep: {kinds:?}");
+    assert!(events[0]["sweep_id"].as_str().unwrap().starts_with("chaos-"), "{:?}", events[0]);
+    assert_eq!(&kinds[1..5], ["started"; 4], "four runs start before any ends: {kinds:?}");
+    let slots: std::collections::HashSet<&str> = events[1..5].iter().map(|e| e["slot"].as_str().unwrap()).collect();
     assert_eq!(slots.len(), 4, "each on its own GPU: {slots:?}");
     let devices: Vec<String> = query(&env, "SELECT device FROM runs ORDER BY device");
     for gpu in 0..4 {
@@ -100,23 +110,18 @@ fn a_failing_run_is_retried_from_its_checkpoint_and_the_sweep_finishes() {
 
 #[test]
 fn deterministic_failures_stop_the_sweep_and_fail_fast_stops_at_once() {
+    // Every run's first attempt dies at once (after step 1, before any checkpoint).
+    let crash = [("DBSWEEP_TEST_CRASH_AT_STEP", "1")];
     let env = Env::new();
-    let file = env.write("bad.yaml", "name: bad\nextends: ../../../work/main/sweeps/base/tiny.yaml\nparameters:\n  data.instance_dir: {values: [nowhere/a, nowhere/b, nowhere/c, nowhere/d, nowhere/e]}\n");
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
-    std::fs::write(
-        &file,
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .replace("../../../work/main/sweeps/base/tiny.yaml", &base.display().to_string()),
-    )
-    .unwrap();
-    let run = env.run(&["run", &file, "--gpus", "none", "--max-retries", "0"]);
+    let file = sweep(&env, 5, 8);
+    let run = env.run_with(&["run", &file, "--gpus", "none", "--max-retries", "0"], &crash);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.contains("stopping: 3 runs failed right after starting"), "{}", run.stdout);
     assert_eq!(run.stdout.matches("started ").count(), 3, "{}", run.stdout);
+    assert!(run.stdout.contains("no retries left (1 attempts)"), "the reason and the retry decision: {}", run.stdout);
     let env = Env::new();
-    let file = env.write("bad.yaml", &std::fs::read_to_string(&file).unwrap());
-    let run = env.run(&["run", &file, "--gpus", "none", "--max-retries", "0", "--fail-fast"]);
+    let file = sweep(&env, 5, 8);
+    let run = env.run_with(&["run", &file, "--gpus", "none", "--max-retries", "0", "--fail-fast"], &crash);
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("(--fail-fast)") && run.stdout.matches("started ").count() == 1, "{}", run.stdout);
 }
@@ -227,4 +232,101 @@ fn hyperband_stops_runs_that_fall_behind_and_gives_their_slot_on() {
     assert!(steps[0] == 80 && steps[1] < 80 && steps[2] < 80, "{steps:?}");
     let again = env.ok(&["resume", "hb", "--gpus", "none"]);
     assert!(!again.contains("started"), "stopped runs are not resumed: {again}");
+}
+
+#[test]
+fn a_run_that_fails_on_bad_input_is_not_retried_and_the_sweep_says_why() {
+    let env = Env::new();
+    // An image that cannot be decoded is found only when the run trains: exit 2, bad input.
+    let images = env.root().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/instance");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), images.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(images.join("broken.png"), b"not a png").unwrap();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    let file = env.write(
+        "bad.yaml",
+        &format!(
+            "name: badimg\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: 2}}\nparameters:\n  seed: {{values: [1]}}\n",
+            base.display(),
+            images.display()
+        ),
+    );
+    let run = env.run(&["run", &file, "--gpus", "none"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.matches("started ").count(), 1, "tried once, not retried: {}", run.stdout);
+    assert!(run.stdout.contains("broken.png"), "the failure names the file: {}", run.stdout);
+    assert!(run.stdout.contains("bad input: not retried"), "{}", run.stdout);
+    assert!(run.stdout.contains("sweep done: 0 finished, 1 failed, 0 remaining"), "{}", run.stdout);
+    assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), [2]);
+    // Resuming does not retry it either.
+    let again = env.run(&["resume", "badimg", "--gpus", "none"]);
+    assert_eq!(again.code, 1);
+    assert!(!again.stdout.contains("started"), "{}", again.stdout);
+}
+
+#[test]
+fn an_orchestrator_that_finishes_first_leaves_the_other_ones_run_to_it() {
+    let env = Env::new();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/base/tiny.yaml");
+    // Run 1 is short, run 2 long: A takes run 1, B (started once A trains) takes run 2.
+    let file = env.write(
+        "two.yaml",
+        &format!(
+            "name: two\nextends: {}\nbase:\n  data: {{num_class_images: 2}}\n  validation: {{every_steps: 1000}}\n  checkpoint: {{every_steps: 1000}}\nparameters:\n  train.max_train_steps: {{values: [3, 60]}}\n",
+            base.display()
+        ),
+    );
+    env.ok(&["submit", &file]);
+    let a = spawn(&env, &["resume", "two", "--gpus", "none"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query::<i64>(&env, "SELECT COUNT(*) FROM runs WHERE status = 'running'")[0] == 0 {
+        assert!(Instant::now() < deadline, "A never started a run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = spawn(&env, &["resume", "two", "--gpus", "none"], &[]);
+    let a = a.wait_with_output().unwrap();
+    let a_out = String::from_utf8_lossy(&a.stdout);
+    assert_eq!(a.status.code(), Some(0), "the run left is being trained: {a_out}");
+    assert!(a_out.contains("1 run is being trained by another process:"), "{a_out}");
+    let long: String =
+        query(&env, "SELECT id FROM runs WHERE json_extract(config_json, '$.train.max_train_steps') = 60")
+            .pop()
+            .unwrap();
+    assert!(a_out.contains(&format!("{long} (pid ")), "names the run and its process: {a_out}");
+    let b = b.wait_with_output().unwrap();
+    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stdout));
+    assert_eq!(query::<String>(&env, "SELECT DISTINCT status FROM runs"), ["finished"]);
+    assert_eq!(query::<i64>(&env, "SELECT attempt FROM runs"), [1, 1]);
+}
+
+#[test]
+fn resume_right_after_kill_9_of_orchestrator_and_child_resumes_the_killed_run() {
+    let env = Env::new();
+    let file = sweep(&env, 3, 40);
+    let mut orchestrator = spawn(&env, &["run", &file, "--gpus", "none"], &[]);
+    // Wait until the first trainer has recorded its own process (and trained a little).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let trainer: i64 = loop {
+        let pids: Vec<i64> =
+            try_query(&env, "SELECT pid FROM runs WHERE status = 'running' AND device LIKE 'cpu%'").unwrap_or_default();
+        let trained =
+            try_query::<i64>(&env, "SELECT COUNT(*) FROM metrics WHERE key = 'train/loss'").map_or(0, |c| c[0]);
+        if let (Some(&pid), true) = (pids.first(), trained > 2) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no trainer started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Command::new("kill").args(["-9", &orchestrator.id().to_string(), &trainer.to_string()]).status().unwrap();
+    // At once: the killed trainer may still be a zombie nobody collected.
+    let run = env.run(&["resume", "chaos", "--gpus", "none"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("resuming 1 run(s) whose process was gone"), "{}", run.stdout);
+    assert!(run.stdout.contains("sweep done: 3 finished, 0 failed, 0 remaining"), "{}", run.stdout);
+    orchestrator.wait().unwrap();
+    assert_each_point_once(&env, 40);
 }

@@ -6,7 +6,7 @@ fn shows_the_whole_lineage_record() {
     let reg = env.json(&["submit", "sweeps/lr_grid.yaml", "--json"]);
     let id = reg["runs"][7]["run_id"].as_str().unwrap().to_string();
     let rec = env.json(&["show", &id, "--json"]);
-    assert_eq!(rec["id"], id.as_str());
+    assert_eq!(rec["run_id"], id.as_str());
     assert_eq!(rec["status"], "pending");
     assert_eq!(rec["config"]["train"]["prior_loss_weight"], 1.0);
     assert_eq!(rec["config"]["train"]["epochs"], 4);

@@ -217,7 +217,12 @@ fn bad_training_input_is_named_with_exit_code_2() {
     );
     let run = env.run(&train_args(&["--set", "data.resolution=24"]));
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("data.resolution 24") && run.stderr.contains("multiple of 16"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("key `data.resolution`: expected a multiple of 16 pixels")
+            && run.stderr.contains("found 24"),
+        "{}",
+        run.stderr
+    );
     let run = env.run(&["train", "--run", "brave-otter-000000"]);
     assert_eq!(run.code, 2);
     let run = env.run(&train_args(&["--set", "model.mixed_precision=bf16"]));
@@ -310,4 +315,77 @@ fn random_crops_are_encoded_afresh_and_stay_deterministic() {
     let id = run_id(&out);
     b.ok(&args);
     assert_eq!(series(&a, &id, "train/loss"), series(&b, &id, "train/loss"), "same seed, same random crops");
+}
+
+#[test]
+fn files_get_the_mode_the_umask_gives() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let args: Vec<String> = train_args(&[]).iter().map(|s| s.to_string()).collect();
+    let status = Command::new("sh")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DBSWEEP_ROOT")
+        .arg("-c")
+        .arg("umask 022; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_dbsweep"))
+        .arg("--root")
+        .arg(env.root())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut files = Vec::new();
+    let mut dirs = vec![env.root().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
+        }
+    }
+    assert!(files.len() > 30, "{files:?}");
+    let private: Vec<_> =
+        files.iter().filter(|f| std::fs::metadata(f).unwrap().permissions().mode() & 0o777 != 0o644).collect();
+    assert!(private.is_empty(), "every file 0644 under umask 022: {private:?}");
+}
+
+#[test]
+fn an_unreachable_wandb_server_costs_a_run_seconds_and_says_sync_has_work() {
+    let env = Env::new();
+    // Nothing listens on port 1: every W&B request is refused.
+    let vars = [("WANDB_BASE_URL", "http://127.0.0.1:1"), ("WANDB_API_KEY", "k")];
+    let run = env.run_with(&train_args(&["--set", "tracking.wandb.project=p"]), &vars);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id = run_id(&run.stdout);
+    assert!(
+        run.stdout.contains("spooled for W&B") && run.stdout.contains(&format!("`dbsweep sync {id}`")),
+        "{}",
+        run.stdout
+    );
+    // The end of the run waited at most the documented few seconds for the server, not 30.
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let ended: f64 = conn
+        .query_row(
+            "SELECT (julianday(r.ended_at) - julianday(MAX(m.wall_time) / 86400.0 + 2440587.5)) * 86400
+             FROM runs r JOIN metrics m ON m.run_id = r.id WHERE r.id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(ended < 10.0, "{ended:.1} s between the last metric and the run's end");
+    assert!(env.ok(&["show", &id]).contains("entries spooled, not delivered: `dbsweep sync"));
+    assert!(env.ok(&["ls"]).contains("have W&B data spooled, not delivered: `dbsweep sync`"));
+}
+
+#[test]
+fn hyperparameters_keep_the_configurations_words() {
+    let env = Env::new();
+    let run = env.run(&train_args(&["--set", "tracking.wandb.project=p", "--set", "tracking.wandb.mode=offline"]));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let spool = env.root().join("runs").join(run_id(&run.stdout)).join("wandb-spool/0001.jsonl");
+    // Spool lines are `<checksum> <entry JSON>`.
+    let line = std::fs::read_to_string(spool).unwrap().lines().next().unwrap().to_string();
+    let first: serde_json::Value = serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+    let text = first.to_string();
+    assert!(text.contains(r#"\"train.lr_scheduler\":{\"value\":\"constant\"}"#), "{text}");
 }

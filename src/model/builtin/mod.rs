@@ -16,6 +16,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{Value, json};
 
 use super::attention::AttentionMode;
+use super::check::ModelGeometry;
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::error::{ModelError, Result};
 use super::unet::{UNet2DConditionModel, UNetConfig};
@@ -204,6 +205,21 @@ pub fn resolve(model: &str, models_dir: &Path) -> Result<PathBuf> {
         });
     }
     Ok(PathBuf::from(model))
+}
+
+/// Checks the model `model` names without writing or loading anything: a built-in model by
+/// its name, a folder as [`super::check::check`] does.
+pub fn check(model: &str) -> Result<ModelGeometry> {
+    let Some(spec) = MODELS.iter().find(|m| m.name == model) else {
+        return match resolve(model, Path::new("")) {
+            Ok(folder) => super::check::check(&folder),
+            Err(e) => Err(e),
+        };
+    };
+    let unet: UNetConfig = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
+    let vae: VaeConfig = serde_json::from_value((spec.vae)()).expect("built-in configs parse");
+    let vae_scale_factor = 1 << (vae.block_out_channels.len() - 1);
+    Ok(ModelGeometry { vae_scale_factor, size_multiple: vae_scale_factor << (unet.block_out_channels.len() - 1) })
 }
 
 /// The folder of the built-in model under `models_dir`, written on first use. Concurrent

@@ -25,8 +25,23 @@ use super::api::Api;
 use super::error::io;
 use super::history::Summary;
 use super::signal::Signal;
-use super::sink::DeliveryStatus;
 use super::spool::{self, DeliveryState, Entry, RunInfo, SpoolReader};
+
+/// How delivery is going.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeliveryStatus {
+    /// History rows the server acknowledged (this sink's delivery thread).
+    pub rows_delivered: u64,
+    /// Files uploaded.
+    pub files_uploaded: u64,
+    /// The last delivery error (never holds the key).
+    pub last_error: Option<String>,
+    /// Delivery failed at least once (retries exhausted or rejected); the spool keeps the rest
+    /// for a reconnect or `dbsweep sync`.
+    pub gave_up: bool,
+    /// The delivery thread has ended.
+    pub finished: bool,
+}
 
 /// The live spool file of a running sink, and how to pace it.
 pub(crate) struct Live<'a> {

@@ -131,9 +131,12 @@ impl Transport {
 
     fn try_once(&mut self, req: &Request<'_>) -> Result<Outcome, WandbError> {
         let agent = self.agent(req.url)?;
+        // Upload URLs come from the server and may name files with spaces: encode what a URI
+        // cannot hold, keep what it can.
+        let url = encode_uri(req.url);
         let mut builder = match req.method {
-            Method::Post => agent.post(req.url),
-            Method::Put => agent.put(req.url),
+            Method::Post => agent.post(&url),
+            Method::Put => agent.put(&url),
         };
         if let Some(key) = req.auth {
             builder = builder.header("Authorization", key.basic_auth());
@@ -210,5 +213,38 @@ impl Transport {
             }
             attempt += 1;
         }
+    }
+}
+
+/// `url` with every byte a URI may not hold (spaces, quotes, `<>{}|\^` and backquotes, control
+/// and non-ASCII bytes) percent-encoded; reserved characters and existing `%XX` escapes are
+/// kept, so an encoded URL comes back unchanged.
+pub fn encode_uri(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        let keep = b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'{' | b'}' | b'|' | b'\\' | b'^' | b'`');
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_uri;
+
+    #[test]
+    fn upload_urls_are_encoded_where_a_uri_needs_it() {
+        let url = "http://h:1/files/media/images/validation/a photo of sks dog/0_4_ab.png?sig=x%2By&e=1";
+        let encoded = encode_uri(url);
+        assert_eq!(
+            encoded,
+            "http://h:1/files/media/images/validation/a%20photo%20of%20sks%20dog/0_4_ab.png?sig=x%2By&e=1"
+        );
+        assert_eq!(encode_uri(&encoded), encoded, "encoding twice changes nothing");
+        assert_eq!(encode_uri("http://h/é\"x"), "http://h/%C3%A9%22x");
     }
 }

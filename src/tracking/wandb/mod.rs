@@ -67,10 +67,11 @@ pub mod sink;
 mod spool;
 mod sync;
 
+pub use deliver::DeliveryStatus;
 pub use endpoint::{DEFAULT_BASE_URL, Endpoint};
 pub use error::WandbError;
 pub use retry::RetryPolicy;
 pub use secret::ApiKey;
-pub use sink::{DeliveryStatus, WandbOptions, WandbSink};
+pub use sink::{WandbOptions, WandbSink, credentials};
 pub use spool::DIR as SPOOL_DIR;
 pub use sync::{Pending, SyncOptions, SyncReport, pending, sync};

@@ -26,14 +26,29 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::api::Api;
-use super::deliver::{self, Deliverer, Live};
+use super::deliver::{self, Deliverer, DeliveryStatus, Live};
 use super::endpoint::Endpoint;
 use super::history::{RowBuilder, image_value, media_path, number};
 use super::signal::Signal;
 use super::spool::{self, Entry, RunInfo, SpoolReader, SpoolWriter};
-use super::{RetryPolicy, WandbError};
+use super::{ApiKey, RetryPolicy, WandbError};
 use crate::config::{WandbConfig, WandbMode};
 use crate::tracking::{EndStatus, Record, Sink, TrackingError};
+
+/// The server and API key that `cfg` (online) will deliver to, from the environment `env`
+/// (`WANDB_BASE_URL`, `WANDB_API_KEY` or `~/.netrc`); `None` offline. Checked before a run is
+/// launched, so a missing key fails at once rather than inside every run.
+pub fn credentials(cfg: &WandbConfig, env: &[(String, String)]) -> Result<Option<(Endpoint, ApiKey)>, WandbError> {
+    match cfg.mode {
+        WandbMode::Offline => Ok(None),
+        WandbMode::Online => {
+            let endpoint = Endpoint::from_env(env)?;
+            let key =
+                endpoint.api_key(env).ok_or_else(|| WandbError::NoApiKey { host: endpoint.host().to_string() })?;
+            Ok(Some((endpoint, key)))
+        }
+    }
+}
 
 /// Tuning and identity settings of a [`WandbSink`]; the defaults are W&B's where it has one.
 #[derive(Clone, Debug)]
@@ -46,7 +61,8 @@ pub struct WandbOptions {
     pub retry: RetryPolicy,
     /// Time limit of one HTTP request.
     pub request_timeout: Duration,
-    /// How long finishing waits for the delivery thread (the rest stays spooled).
+    /// How long the end of a run waits for the delivery thread (the rest stays spooled for
+    /// `dbsweep sync`); not at all once delivery has given up (the server is unreachable).
     pub finish_timeout: Duration,
     /// After giving up on an unreachable server, try again this much later (`None`: only
     /// `dbsweep sync` will).
@@ -71,7 +87,7 @@ impl Default for WandbOptions {
             heartbeat_interval: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
-            finish_timeout: Duration::from_secs(30),
+            finish_timeout: Duration::from_secs(5),
             reconnect_interval: Some(Duration::from_secs(300)),
             max_rows_per_request: 1000,
             display_name: None,
@@ -80,22 +96,6 @@ impl Default for WandbOptions {
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
-}
-
-/// How delivery is going.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DeliveryStatus {
-    /// History rows the server acknowledged (this sink's delivery thread).
-    pub rows_delivered: u64,
-    /// Files uploaded.
-    pub files_uploaded: u64,
-    /// The last delivery error (never holds the key).
-    pub last_error: Option<String>,
-    /// Delivery failed at least once (retries exhausted or rejected); the spool keeps the rest
-    /// for a reconnect or `dbsweep sync`.
-    pub gave_up: bool,
-    /// The delivery thread has ended.
-    pub finished: bool,
 }
 
 /// The delivery thread's handle.
@@ -164,12 +164,9 @@ impl WandbSink {
         options: WandbOptions,
     ) -> Result<WandbSink, TrackingError> {
         let signal = Arc::new(Signal::default());
-        let api = match cfg.mode {
-            WandbMode::Offline => None,
-            WandbMode::Online => {
-                let endpoint = Endpoint::from_env(env)?;
-                let key =
-                    endpoint.api_key(env).ok_or_else(|| WandbError::NoApiKey { host: endpoint.host().to_string() })?;
+        let api = match credentials(cfg, env)? {
+            None => None,
+            Some((endpoint, key)) => {
                 Some(Api::new(endpoint, key, options.retry.clone(), options.request_timeout, Arc::clone(&signal)))
             }
         };
@@ -235,11 +232,13 @@ impl WandbSink {
             }
             let _ = writer.sync();
         }
-        self.signal.finish_by(Instant::now() + self.options.finish_timeout);
+        // A server that was already unreachable is not waited for: the spool keeps the rest.
+        let wait = if self.status().gave_up { Duration::ZERO } else { self.options.finish_timeout };
+        self.signal.finish_by(Instant::now() + wait);
         if let Some(worker) = self.worker.take() {
             // A request in flight may outlive the deadline by its own timeout: then the thread
             // is left to end with the process; the spool and its state stay consistent.
-            match worker.done.recv_timeout(self.options.finish_timeout + Duration::from_secs(1)) {
+            match worker.done.recv_timeout(wait + Duration::from_secs(1)) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {
                     let _ = worker.handle.join();
                 }
