@@ -67,6 +67,14 @@ pub enum ModelError {
         /// The cause.
         message: String,
     },
+    /// An image file cannot be decoded or does not fit the preprocessing.
+    #[error("image `{path}`: {message}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor computation failed.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -1,5 +1,6 @@
 //! Stable Diffusion on candle: the trainable UNet and CLIP text encoder, the frozen VAE, the
-//! tokenizer, noise schedules and the sampler, loaded from diffusers-layout folders.
+//! tokenizer, noise schedules and the sampler, loaded from diffusers-layout folders; and the
+//! frozen CLIP / DINO / DINOv2 embedding models of the evaluation metrics ([`vision`]).
 //!
 //! Every module that is trained is built from ops whose backward pass is correct (see
 //! [`nn`]); parity tests against PyTorch + diffusers guard outputs and gradients.
@@ -20,6 +21,7 @@ pub mod png;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vision;
 pub mod weights;
 
 pub use error::{ModelError, Result};
