@@ -8,23 +8,11 @@
 //!
 //! `cargo bench --bench sweep`.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+mod common;
 
-fn dbsweep(root: &Path, args: &[&str]) -> (f64, String) {
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_dbsweep"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("DBSWEEP_ROOT")
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("dbsweep runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (start.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use std::path::Path;
+
+use common::dbsweep;
 
 fn train(root: &Path, steps: u32, lr: &str) -> (f64, String) {
     let steps = format!("train.max_train_steps={steps}");

@@ -17,7 +17,7 @@ so B must be even.  (The fixture VAE downsamples by 2, so R px images give R/2 x
 
 Run from the repository root with the fixtures venv (see make_fixtures.py)::
 
-    /work/fixtures-venv/bin/python benches/torch_step.py --resolution 32 --batch 2 --threads 1 --steps 10
+    target/fixtures-venv/bin/python benches/torch_step.py --resolution 32 --batch 2 --threads 1 --steps 10
 
 It warms up with one untimed step, times ``--steps`` steps and prints one JSON line:
 ``{"framework": "pytorch", "resolution": R, "batch": B, "threads": N, "ms_per_step": ...}``.

@@ -1,6 +1,6 @@
 //! Tracking throughput: scalar points per second through the trainer's sinks (journal, lineage
 //! store, TensorBoard event files), each alone and together, side by side with `tensorboardX` writing the same points
-//! in the same run (when `DBSWEEP_TORCH_PYTHON` or `/work/fixtures-venv/bin/python` has it),
+//! in the same run (when `DBSWEEP_TORCH_PYTHON` or `target/fixtures-venv/bin/python` has it),
 //! and the overhead the sinks add to one training step (5 scalars per step).
 //!
 //! `cargo bench --bench tracking`.
@@ -24,7 +24,7 @@ const KEYS: [&str; 5] = ["train/loss", "train/loss_instance", "train/loss_prior"
 
 fn python() -> Option<PathBuf> {
     std::env::var_os("DBSWEEP_TORCH_PYTHON").map(PathBuf::from).or_else(|| {
-        let p = Path::new("/work/fixtures-venv/bin/python");
+        let p = Path::new("target/fixtures-venv/bin/python");
         p.exists().then(|| p.to_path_buf())
     })
 }

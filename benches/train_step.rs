@@ -4,12 +4,12 @@
 //! side with their ratio.
 //!
 //! `cargo bench --bench train_step`. The PyTorch side runs when `DBSWEEP_TORCH_PYTHON` names a
-//! Python interpreter with torch and diffusers, or `/work/fixtures-venv/bin/python` exists
+//! Python interpreter with torch and diffusers, or `target/fixtures-venv/bin/python` exists
 //! (see `tests/fixtures/make_fixtures.py`). Each configuration runs in a fresh child process so
 //! that the thread count (`RAYON_NUM_THREADS` for candle, `torch.set_num_threads`) is exact.
 //! `batch` counts rows: half instance, half class (prior-preservation) examples.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -69,8 +69,8 @@ fn child(resolution: usize, batch: usize, steps: usize) -> f64 {
 
 fn torch_python() -> Option<PathBuf> {
     std::env::var_os("DBSWEEP_TORCH_PYTHON").map(PathBuf::from).or_else(|| {
-        let p = Path::new("/work/fixtures-venv/bin/python");
-        p.exists().then(|| p.to_path_buf())
+        let p = repo().join("target/fixtures-venv/bin/python");
+        p.exists().then_some(p)
     })
 }
 

@@ -14,6 +14,7 @@
 //!   termination. It starts training processes; it never calls into training.
 //! - [`model`]: Stable Diffusion on candle (trainable UNet and CLIP, VAE, tokenizer, sampler).
 //! - [`tracking`]: one record type and one sink trait for the journal, SQLite, TensorBoard, W&B.
+//! - [`eval`]: scoring a model by the DreamBooth paper's metrics (DINO, CLIP-I, CLIP-T, PRES).
 //! - [`train`]: DreamBooth training of one run, logging through [`tracking`].
 //! - [`report`]: after the sweep: compare, best checkpoint, export, reproduce, gc, dashboard.
 //! - [`cli`]: the thin command-line layer over the above: it parses, calls one layer, and
@@ -29,6 +30,7 @@ pub mod allocator;
 pub mod atomic_file;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod exit;
 pub mod image_set;
 pub mod model;

@@ -72,7 +72,9 @@ fn fixture() -> &'static Fixture {
             format!(
                 "name: dash\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  \
                  train: {{max_train_steps: 6, lr_scheduler: constant}}\n  checkpoint: {{every_steps: 1000}}\n  \
-                 validation: {{every_steps: 3}}\nmethod: grid\nmetric: {{name: val/loss, goal: minimize}}\n\
+                 validation: {{every_steps: 3}}\n  evaluation: {{clip_model: builtin:clip-tiny, \
+                 dino_model: builtin:dino-tiny, prompts: [\"a {{}} in the snow\"], images_per_prompt: 2, steps: 5}}\n\
+                 method: grid\nmetric: {{name: val/loss, goal: minimize}}\n\
                  parameters:\n  train.learning_rate: {{values: [1.0e-4, 5.0e-4]}}\n  \
                  train.prior_loss_weight: {{values: [0.5, 1.0]}}\n",
                 manifest.join("sweeps/base/tiny.yaml").display(),
@@ -222,4 +224,18 @@ fn the_table_sorts_by_a_query_parameter_at_load() {
         })
         .collect();
     assert_eq!(lrs, [1e-4, 1e-4, 5e-4, 5e-4], "{body}");
+}
+
+#[test]
+fn the_trade_off_chart_renders_with_the_front_and_the_base_model() {
+    let f = fixture();
+    let dom = headless(&url(&f.html), &["--dump-dom"]).stdout;
+    let start = dom.find("id=\"tradeoff\"").expect("the subject against prompt fidelity chart");
+    let chart = &dom[start..start + dom[start..].find("</figure>").unwrap()];
+    assert_eq!(chart.matches("<circle class=\"point").count(), 4, "each run's evaluated end: {chart}");
+    assert!(chart.matches("class=\"point on-front\"").count() >= 1, "{chart}");
+    assert!(chart.contains("class=\"base\"") && chart.contains("base model:"), "{chart}");
+    for id in &f.runs {
+        assert!(chart.contains(&format!("data-run=\"{id}\"")), "{id} has its point");
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use dbsweep::model::ModelError;
 use dbsweep::model::vision::{self, EmbeddingModel, Preprocessor, bicubic, decode};
 
@@ -189,45 +189,32 @@ fn dinov2_position_interpolation_matches_pytorch() {
     assert!(diff < 1e-6, "max abs diff {diff}");
 }
 
-fn cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_dtype(DType::F64).unwrap(), b.to_dtype(DType::F64).unwrap());
-    let dot = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-    let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
-    dot / (norm(&a) * norm(&b))
-}
 
-/// The metrics of the reference, computed from our embeddings as its metadata defines them: a
-/// check that the embedding errors above are small where it matters.
+/// The metrics of the reference, computed by dbsweep's metric code (`dbsweep::eval::metrics`,
+/// what an evaluation runs) from our embeddings of the same image files.
 #[test]
 fn metrics_from_our_embeddings_match_the_reference() {
-    let embed = |name: &str| {
-        let model = load(name);
-        let files: Vec<PathBuf> = STEMS.iter().map(|s| image_path(s)).collect();
-        let all = model.embed_files(&files, 8).unwrap();
-        STEMS.iter().enumerate().map(|(i, s)| (*s, all.get(i).unwrap())).collect::<HashMap<_, _>>()
+    use dbsweep::eval::metrics::{Embedding, diversity, mean_matched, mean_pairwise};
+    let embed = |name: &str, stems: &[&str]| -> Vec<Embedding> {
+        let files: Vec<PathBuf> = stems.iter().map(|s| image_path(s)).collect();
+        load(name).embed_files(&files, 8).unwrap().to_vec2::<f32>().unwrap()
     };
-    let (clip, vit, dinov2) = (embed("clip"), embed("vit"), embed("dinov2"));
-    let (real, gen_, class) = (&STEMS[0..3], &STEMS[3..6], &STEMS[6..8]);
-    let mean_cross = |e: &HashMap<&str, Tensor>, xs: &[&str], ys: &[&str]| {
-        xs.iter().flat_map(|x| ys.iter().map(move |y| (x, y))).map(|(x, y)| cosine(&e[x], &e[y])).sum::<f64>()
-            / (xs.len() * ys.len()) as f64
-    };
+    let (real, generated, class) = (&STEMS[0..3], &STEMS[3..6], &STEMS[6..8]);
     let prompts = prompts();
-    let text = load("clip").as_clip().unwrap().text_embeds(&[&prompts[0], &prompts[1], &prompts[2]]).unwrap();
-    let clip_t = (0..3).map(|i| cosine(&clip[gen_[i]], &text.get(i).unwrap())).sum::<f64>() / 3.0;
-    let pairs = [(0, 1), (0, 2), (1, 2)];
-    let div = 1.0 - pairs.iter().map(|&(a, b)| cosine(&vit[gen_[a]], &vit[gen_[b]])).sum::<f64>() / 3.0;
+    let texts = load("clip").as_clip().unwrap().text_embeds(&[&prompts[0], &prompts[1], &prompts[2]]).unwrap();
+    let texts = texts.to_vec2::<f32>().unwrap();
     for (name, ours) in [
-        ("dino", mean_cross(&vit, gen_, real)),
-        ("dino_v2", mean_cross(&dinov2, gen_, real)),
-        ("clip_i", mean_cross(&clip, gen_, real)),
-        ("clip_t", clip_t),
-        ("pres", mean_cross(&vit, class, real)),
-        ("div", div),
+        ("dino", mean_pairwise(&embed("vit", generated), &embed("vit", real))),
+        ("dino_v2", mean_pairwise(&embed("dinov2", generated), &embed("dinov2", real))),
+        ("clip_i", mean_pairwise(&embed("clip", generated), &embed("clip", real))),
+        ("clip_t", mean_matched(&embed("clip", generated), &texts)),
+        ("pres", mean_pairwise(&embed("vit", class), &embed("vit", real))),
+        ("div", diversity(&[embed("vit", generated)])),
     ] {
+        let ours = ours.unwrap();
         let want = get(&format!("metric.{name}")).to_scalar::<f64>().unwrap();
         eprintln!("metric {name}: ours {ours:.9} reference {want:.9} diff {:.2e}", (ours - want).abs());
-        assert!((ours - want).abs() < 1e-5, "{name}: {ours} vs {want}");
+        assert!((ours - want).abs() < 1e-4, "{name}: {ours} vs {want}");
     }
 }
 

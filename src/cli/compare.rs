@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::{Error, print_json, read_store, table};
 use crate::report::compare::{self, Comparison, Row};
+use crate::report::pareto::{self, Axis};
 use crate::sweep::Goal;
 
 /// Output format of `compare`.
@@ -100,5 +101,32 @@ pub fn best(
         root.join("runs").join(&best.run_id).join(&best.checkpoint_path).display()
     )?;
     writeln!(out, "rule       {}", best.rule)?;
+    Ok(())
+}
+
+/// `dbsweep best SWEEP --pareto X,Y`: the points on the front of two metrics, best first by X.
+pub fn pareto(root: &Path, sweep: &str, axes: &str, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let parsed: Vec<Axis> = axes.split(',').map(|a| a.trim().parse().map_err(Error::Usage)).collect::<Result<_, _>>()?;
+    let [x, y] = <[Axis; 2]>::try_from(parsed)
+        .map_err(|_| Error::Usage(format!("--pareto {axes}: expected two metrics, e.g. eval/dino,eval/clip_t")))?;
+    let store = read_store(root, "best --pareto")?;
+    let front = pareto::front(&store, sweep, [x, y])?;
+    if json {
+        return print_json(out, &front);
+    }
+    let [x, y] = &front.axes;
+    let headers = ["RUN ID", "STEP", x.metric.as_str(), y.metric.as_str(), "CHECKPOINT"].map(String::from).to_vec();
+    let cells: Vec<Vec<String>> = front.points[..front.front]
+        .iter()
+        .map(|p| {
+            let checkpoint = if p.checkpoint { "yes" } else { "-" };
+            vec![p.run_id.clone(), p.step.to_string(), format!("{:.6}", p.x), format!("{:.6}", p.y), checkpoint.into()]
+        })
+        .collect();
+    write!(out, "{}", table::render(&headers, &cells))?;
+    if let Some(b) = &front.base {
+        writeln!(out, "base model (step 0): {} {:.6}, {} {:.6}", x.metric, b.x, y.metric, b.y)?;
+    }
+    writeln!(out, "rule: {}", front.rule)?;
     Ok(())
 }

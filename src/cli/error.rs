@@ -45,6 +45,9 @@ pub enum Error {
     /// A run cannot be reproduced.
     #[error("{0}")]
     Reproduce(#[from] ReproduceError),
+    /// Checkpoints could not be scored.
+    #[error("{0}")]
+    Evaluate(#[from] crate::report::evaluate::EvaluateError),
     /// An export could not be written.
     #[error("{0}")]
     Export(#[from] ExportError),
@@ -68,6 +71,7 @@ impl Error {
             Error::Compare(e) => e.is_bad_input(),
             Error::Reference(e) => e.is_bad_input(),
             Error::Reproduce(e) => e.is_bad_input(),
+            Error::Evaluate(e) => e.is_bad_input(),
             Error::Tensor(_) | Error::Output(_) | Error::Undelivered(_) => false,
         };
         if bad_input { Kind::BadInput } else { Kind::Failed }

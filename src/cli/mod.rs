@@ -4,6 +4,7 @@
 mod compare;
 mod dashboard;
 mod error;
+mod eval;
 mod export;
 mod gc;
 mod live;
@@ -135,6 +136,11 @@ pub enum Command {
         /// minimize or maximize (default: the sweep's, else minimize).
         #[arg(long)]
         goal: Option<Goal>,
+        /// The runs and checkpoints on the Pareto front of two metrics instead, e.g.
+        /// `eval/dino,eval/clip_t` (a metric may end in `:min` or `:max`; `eval/*` scores are
+        /// maximised by default, except `eval/pres`).
+        #[arg(long, value_name = "METRIC,METRIC", conflicts_with_all = ["metric", "goal"])]
+        pareto: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -148,6 +154,19 @@ pub enum Command {
         format: String,
         /// The folder to create.
         out: PathBuf,
+    },
+    /// Score checkpoints by subject fidelity (DINO, CLIP-I), prompt fidelity (CLIP-T) and prior
+    /// preservation (PRES): `RUN_ID` (its newest), `RUN_ID@STEP`, `best:SWEEP`, or a sweep (every
+    /// checkpoint of every run, and the base model).
+    Eval {
+        /// What to score.
+        target: String,
+        /// Override an evaluation setting: `--set evaluation.dino_model=PATH` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Build a sweep's TensorBoard folder (its runs under readable names, the HParams summary,
     /// the custom-scalars layout) under the root, and print the `tensorboard` command that shows it.
@@ -289,10 +308,12 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<Ki
             };
             done(compare::compare(root, &sweep, metric.as_deref(), sort, format, out))
         }
-        Command::Best { sweep, metric, goal, json } => {
+        Command::Best { sweep, pareto: Some(axes), json, .. } => done(compare::pareto(root, &sweep, &axes, json, out)),
+        Command::Best { sweep, metric, goal, json, pareto: None } => {
             done(compare::best(root, &sweep, metric.as_deref(), goal, json, out))
         }
         Command::Export { reference, format: _, out: dir } => done(export::export(root, &reference, &dir, out)),
+        Command::Eval { target, set, json } => done(eval::eval(root, &target, &set, env, json, out)),
         Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(root, &sweep, file.as_deref(), out)),
         Command::Tensorboard { sweep } => done(tensorboard::tensorboard(root, &sweep, out)),
         Command::Gc { sweep, keep, dry_run } => done(gc::gc(root, &sweep, keep, dry_run, out)),

@@ -282,7 +282,8 @@ impl Resolved {
 /// declares it (like `extends:`), or to the current folder when it comes from a default, the
 /// environment or a flag; the resolved configuration holds it absolute, so a run trains on
 /// the same data from wherever it is started. `model.pretrained` names are left alone.
-pub const PATH_KEYS: [&str; 3] = ["model.pretrained", "data.instance_dir", "data.class_dir"];
+pub const PATH_KEYS: [&str; 5] =
+    ["model.pretrained", "data.instance_dir", "data.class_dir", "evaluation.clip_model", "evaluation.dino_model"];
 
 /// `value` (a path setting) made absolute against `base` (the declaring file's folder), or the
 /// current folder without one. Built-in model names (`builtin:...`) and absolute paths are

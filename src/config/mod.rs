@@ -5,6 +5,7 @@
 //! types, every range rule), and every value in it has a recorded [`Origin`].
 
 mod error;
+pub mod evaluation;
 mod layers;
 mod location;
 mod schema;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::evaluation::{EvalSubject, EvaluationConfig};
+
 /// One training run's complete settings. Unknown keys are rejected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +29,8 @@ pub struct ExperimentConfig {
     pub validation: ValidationConfig,
     /// Where metrics and images go besides the journal and the lineage store.
     pub tracking: TrackingConfig,
+    /// Scoring checkpoints by subject fidelity, prompt fidelity and prior preservation.
+    pub evaluation: EvaluationConfig,
 }
 
 /// Tracking sinks.
@@ -342,6 +346,9 @@ impl ExperimentConfig {
         self.model.pretrained = map("model.pretrained", &self.model.pretrained);
         self.data.instance_dir = map("data.instance_dir", &self.data.instance_dir);
         self.data.class_dir = self.data.class_dir.as_deref().map(|d| map("data.class_dir", d));
+        let e = &mut self.evaluation;
+        e.clip_model = e.clip_model.as_deref().map(|m| map("evaluation.clip_model", m));
+        e.dino_model = e.dino_model.as_deref().map(|m| map("evaluation.dino_model", m));
     }
 
     /// Every range rule this config breaks; empty when the config is valid.
@@ -448,6 +455,9 @@ impl ExperimentConfig {
         rule(v.guidance >= 1.0, "validation.guidance", "a number >= 1 (1 disables guidance)", v.guidance.to_string());
         if let Some(w) = &self.tracking.wandb {
             rule(!w.project.trim().is_empty(), "tracking.wandb.project", "a W&B project name", quote(&w.project));
+        }
+        for (key, expected, found) in self.evaluation.violations() {
+            rule(false, key, expected, found);
         }
         out
     }

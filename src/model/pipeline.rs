@@ -63,6 +63,23 @@ pub struct SampleRequest {
     pub latents: Option<Tensor>,
 }
 
+impl SampleRequest {
+    /// `count` square images of `size` pixels from `prompt` with seeded noise and no negative
+    /// prompt.
+    pub fn seeded(prompt: &str, steps: usize, guidance: f64, seed: u64, count: usize, size: usize) -> Self {
+        Self {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            steps,
+            guidance,
+            seed,
+            count,
+            size: (size, size),
+            latents: None,
+        }
+    }
+}
+
 /// What a sample returned.
 pub struct Samples {
     /// Images [count, 3, h, w] in [0, 1].

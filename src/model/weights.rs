@@ -3,6 +3,8 @@
 //! Files are memory-mapped. Loading checks every variable the architecture declares against the
 //! file and reports every missing or mis-shaped tensor by name and shape at once; tensors the
 //! architecture does not use (e.g. `position_ids` buffers in older CLIP saves) are ignored.
+//! A tensor is also found under the names other versions of the tools write (see
+//! [`candidates`]), so folders saved by older and newer diffusers and transformers load.
 
 use std::path::Path;
 
@@ -26,19 +28,55 @@ pub fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
     let mut problems = Vec::new();
     for name in names {
         let var = &vars[name];
-        let expected = var.dims().to_vec();
-        match file.get(name) {
-            Err(_) => problems.push(format!("tensor `{name}` {expected:?}: missing")),
-            Ok(view) if view.shape() != expected.as_slice() => {
-                problems.push(format!("tensor `{name}`: expected shape {expected:?}, found {:?}", view.shape()))
-            }
-            Ok(_) => {
-                let tensor = file.load(name, var.device())?.to_dtype(var.dtype())?;
+        match locate(&file, name, var.dims()) {
+            Err(problem) => problems.push(problem),
+            Ok(found) => {
+                let tensor = file.load(&found, var.device())?.reshape(var.dims())?.to_dtype(var.dtype())?;
                 var.set(&tensor)?;
             }
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(ModelError::Weights { path: path.to_path_buf(), problems }) }
+}
+
+/// The names tensor `name` may have in a file, its own first, then those other versions of
+/// the tools write: CLIP text-encoder weights without the `text_model.` prefix (transformers 5
+/// models name their modules without it), and the VAE's attention under its old names
+/// (`query`, `key`, `value`, `proj_attn`: older diffusers saves and converted original
+/// checkpoints, which diffusers itself still loads).
+fn candidates(name: &str) -> Vec<String> {
+    let mut out = vec![name.to_string()];
+    if let Some(rest) = name.strip_prefix("text_model.") {
+        out.push(rest.to_string());
+    }
+    if name.contains(".attentions.") && !name.contains("transformer_blocks") {
+        for (new, old) in [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")] {
+            if name.contains(new) {
+                out.push(name.replace(new, old));
+            }
+        }
+    }
+    out
+}
+
+/// The name under which `file` holds tensor `name` of shape `expected` (a shape that differs
+/// only by trailing ones, as old 1x1-convolution attention weights, is accepted), or the
+/// problem, in words.
+fn locate(file: &MmapedSafetensors, name: &str, expected: &[usize]) -> std::result::Result<String, String> {
+    let squeeze = |dims: &[usize]| dims.iter().rev().skip_while(|&&d| d == 1).count();
+    for candidate in candidates(name) {
+        let Ok(view) = file.get(&candidate) else { continue };
+        let shape = view.shape();
+        let same = shape == expected
+            || (shape.len() != expected.len()
+                && squeeze(shape) == squeeze(expected)
+                && shape[..squeeze(shape)] == expected[..squeeze(expected)]);
+        if same {
+            return Ok(candidate);
+        }
+        return Err(format!("tensor `{name}`: expected shape {expected:?}, found {shape:?}"));
+    }
+    Err(format!("tensor `{name}` {expected:?}: missing"))
 }
 
 /// The mapped file, or why `path` is not a readable safetensors file.
@@ -54,16 +92,8 @@ fn unreadable(path: &Path, file: candle_core::Result<MmapedSafetensors>) -> Resu
 pub fn check(wanted: &[(String, Vec<usize>)], path: &Path) -> Result<()> {
     // SAFETY: as in `load_into`: mapped read-only, only the header is read, while `file` lives.
     let file = unreadable(path, unsafe { MmapedSafetensors::new(path) })?;
-    let mut problems = Vec::new();
-    for (name, expected) in wanted {
-        match file.get(name) {
-            Err(_) => problems.push(format!("tensor `{name}` {expected:?}: missing")),
-            Ok(view) if view.shape() != expected.as_slice() => {
-                problems.push(format!("tensor `{name}`: expected shape {expected:?}, found {:?}", view.shape()))
-            }
-            Ok(_) => {}
-        }
-    }
+    let problems: Vec<String> =
+        wanted.iter().filter_map(|(name, expected)| locate(&file, name, expected).err()).collect();
     if problems.is_empty() { Ok(()) } else { Err(ModelError::Weights { path: path.to_path_buf(), problems }) }
 }
 

@@ -267,6 +267,31 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `metrics` (name to value) to the recorded metrics of run `id`'s checkpoint at
+    /// `step` (a later evaluation of it), replacing those of the same name.
+    pub fn add_checkpoint_metrics(
+        &mut self,
+        id: &str,
+        step: i64,
+        metrics: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row("SELECT metrics_json FROM checkpoints WHERE run_id = ?1 AND step = ?2", params![id, step], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(text) = current {
+            let mut all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt { what: "checkpoint metrics", detail: e.to_string() })?;
+            all.extend(metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))));
+            let text = serde_json::Value::Object(all).to_string();
+            tx.execute("UPDATE checkpoints SET metrics_json = ?3 WHERE run_id = ?1 AND step = ?2", params![id, step, text])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The newest checkpoint step of run `id`, if any.
     pub fn latest_checkpoint(&self, id: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.conn.query_row("SELECT MAX(step) FROM checkpoints WHERE run_id = ?1", [id], |r| r.get(0))?)

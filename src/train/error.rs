@@ -25,6 +25,9 @@ pub enum TrainError {
     /// A tracking sink failed.
     #[error("{0}")]
     Tracking(#[from] TrackingError),
+    /// Evaluating the model failed.
+    #[error("{0}")]
+    Eval(#[from] crate::eval::EvalError),
     /// The lineage store failed.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
@@ -53,6 +56,7 @@ impl TrainError {
             TrainError::Cache(CacheError::Model(e)) => e.is_bad_input(),
             TrainError::Tracking(e) => e.is_bad_input(),
             TrainError::Store(e) => e.is_bad_input(),
+            TrainError::Eval(e) => e.is_bad_input(),
             _ => false,
         }
     }

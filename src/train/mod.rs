@@ -3,7 +3,8 @@
 //! - [`attempt`]: one attempt in this process, from the store's record to its end (stop
 //!   requests, device, the attempt's status);
 //! - [`trainer`]: the loop; [`prepare`] sets a run up (model, data, caches, optimiser,
-//!   resume, tracking), [`step`] does one optimiser step, [`validate`] validates, and
+//!   resume, tracking), [`step`] does one optimiser step, [`validate`] validates,
+//!   [`evaluate`] scores the model by the DreamBooth paper's metrics, and
 //!   [`checkpoint`] writes, verifies, restores and prunes checkpoints;
 //! - [`preflight`]: what can be checked of a run's settings before it is launched;
 //! - the pieces they use: [`data`] (images), [`example`] (images as training examples), [`cache`] (class images, latents, text
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod example;
 pub mod job;
 pub mod loss;

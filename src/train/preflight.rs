@@ -8,7 +8,8 @@
 use serde_json::Value;
 
 use crate::config::{ConfigError, Origin, Problem, ProblemKind, Resolved};
-use crate::model::builtin;
+use crate::model::builtin::{self, eval_models};
+use crate::model::vision::Architecture;
 use crate::sweep::Plan;
 use crate::tracking::wandb;
 
@@ -17,7 +18,8 @@ use crate::tracking::wandb;
 pub fn check_plan(plan: &Plan, env: &[(String, String)]) -> Result<(), ConfigError> {
     let models = plan.settings_of("model.pretrained");
     let resolutions = plan.settings_of("data.resolution");
-    check(&models, &resolutions, &plan.base, env)
+    let judges: Vec<(&str, Vec<(Value, Origin)>)> = JUDGES.iter().map(|k| (*k, plan.settings_of(k))).collect();
+    check(&models, &resolutions, &judges, &plan.base, env)
 }
 
 /// Checks one experiment's settings as [`check_plan`] checks a sweep's.
@@ -27,12 +29,17 @@ pub fn check_experiment(resolved: &Resolved, env: &[(String, String)]) -> Result
         let value = path.iter().try_fold(&resolved.json, |v, k| v.get(*k)).cloned().unwrap_or(Value::Null);
         vec![(value, resolved.provenance.get(key).cloned().unwrap_or(Origin::Default))]
     };
-    check(&setting("model.pretrained"), &setting("data.resolution"), resolved, env)
+    let judges: Vec<(&str, Vec<(Value, Origin)>)> = JUDGES.iter().map(|k| (*k, setting(k))).collect();
+    check(&setting("model.pretrained"), &setting("data.resolution"), &judges, resolved, env)
 }
+
+/// The evaluation model settings.
+const JUDGES: [&str; 2] = ["evaluation.clip_model", "evaluation.dino_model"];
 
 fn check(
     models: &[(Value, Origin)],
     resolutions: &[(Value, Origin)],
+    judges: &[(&str, Vec<(Value, Origin)>)],
     base: &Resolved,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
@@ -53,6 +60,23 @@ fn check(
                         problems.push(invalid(at, "data.resolution", expected, px.to_string()));
                     }
                 }
+            }
+        }
+    }
+    // Evaluation models: a built-in name, or a transformers folder of the right family.
+    for (key, values) in judges {
+        for (value, origin) in values {
+            let Some(name) = value.as_str() else { continue };
+            let problem = match eval_models::check(name) {
+                Ok(Some(arch)) if (*key == "evaluation.clip_model") != (arch == Architecture::Clip) => {
+                    let expected = if *key == "evaluation.clip_model" { "a CLIPModel" } else { "a ViTModel or Dinov2Model" };
+                    Some(format!("`{name}` is a {arch:?} model; {key} needs {expected}"))
+                }
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(found) = problem {
+                problems.push(invalid(origin, key, "a usable evaluation model".into(), found));
             }
         }
     }

@@ -14,6 +14,7 @@ use super::cache::{self, CacheError, ClassImageSpec, TensorCache};
 use super::checkpoint;
 use super::error::TrainError;
 use super::example::Example;
+use crate::eval::evaluator::Evaluator;
 use super::job::{Notice, TrainJob};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::precision::{self, LossScaler};
@@ -87,6 +88,10 @@ pub struct Setup {
     pub resume: Resume,
     /// The run's checkpoint folder.
     pub checkpoints: PathBuf,
+    /// The base model's cache key (its folder's content).
+    pub model_key: String,
+    /// The judging models and the instance images' embeddings, when the run evaluates.
+    pub evaluator: Option<Evaluator>,
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> TrainError {
@@ -221,6 +226,11 @@ impl Setup {
                 resume.scaler = state.loss_scale;
             }
         }
+        let evaluator = cfg
+            .evaluation
+            .enabled()
+            .then(|| Evaluator::new(&cfg.evaluation, &instance_set, &job.root.join("models"), &device))
+            .transpose()?;
         Ok(Setup {
             model,
             mode,
@@ -237,6 +247,8 @@ impl Setup {
             optimizer,
             resume,
             checkpoints,
+            model_key,
+            evaluator,
         })
     }
 
@@ -280,7 +292,11 @@ impl Setup {
             run_id: job.run_id.clone(),
             attempt: job.attempt,
             hparams,
-            metrics: vec!["val/loss".into(), "val/prior_drift".into(), "train/loss".into()],
+            metrics: ["val/loss", "val/prior_drift", "train/loss"]
+                .into_iter()
+                .chain(cfg.evaluation.enabled().then_some(crate::eval::METRICS).into_iter().flatten())
+                .map(String::from)
+                .collect(),
             resume_step: (start > 0).then_some(start),
             wall_time: now(),
         })?;

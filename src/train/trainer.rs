@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::checkpoint::{self, TrainState};
 use super::error::TrainError;
+use super::evaluate;
 use super::job::{Notice, TrainJob, TrainOutcome};
 use super::prepare::Setup;
 use super::step::{EpochOrder, StepReport};
@@ -29,6 +30,9 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
     let mut order = EpochOrder::new(cfg.seed, setup.schedule.epoch_len);
     let mut step = setup.resume.start;
     let mut status = EndStatus::Success;
+    if step == 0 && evaluate::due(job, 0, total) {
+        evaluate::evaluate(&setup, 0, job, &mut tracker, store)?;
+    }
     while step < total {
         let report = setup.step(&cfg, step, &mut order)?;
         step += 1;
@@ -56,6 +60,9 @@ pub fn train(job: &mut TrainJob, store: &mut Store) -> Result<TrainOutcome, Trai
         if step % cfg.validation.every_steps == 0 || step == total {
             metrics = validate(&setup, step, job, &mut tracker, store)?;
             tracker.publish_metrics()?;
+        }
+        if evaluate::due(job, step, total) {
+            metrics.extend(evaluate::evaluate(&setup, step, job, &mut tracker, store)?);
         }
         if step % cfg.checkpoint.every_steps == 0 || step == total || stopping {
             save_checkpoint(&mut setup, job, step, metrics, &mut tracker, store)?;

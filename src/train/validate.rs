@@ -67,16 +67,7 @@ pub fn validate(
     let out_dir = job.run_dir.join("samples").join(format!("step-{step:08}"));
     std::fs::create_dir_all(&out_dir).map_err(|e| CacheError::Io { path: out_dir.clone(), message: e.to_string() })?;
     for (k, prompt) in v.prompts.iter().enumerate() {
-        let req = SampleRequest {
-            prompt: prompt.clone(),
-            negative_prompt: String::new(),
-            steps: v.steps as usize,
-            guidance: v.guidance,
-            seed: v.seed,
-            count: v.num_images as usize,
-            size: (size, size),
-            latents: None,
-        };
+        let req = SampleRequest::seeded(prompt, v.steps as usize, v.guidance, v.seed, v.num_images as usize, size);
         for (i, image) in png::to_rgb8(&model.sample(&req)?.images)?.iter().enumerate() {
             let path = out_dir.join(format!("prompt{k}-{i}.png"));
             let seed = v.seed + i as u64;

@@ -340,3 +340,67 @@ fn read_only_results_can_be_read() {
     assert!(out.contains(&id), "{out}");
     std::process::Command::new("chmod").args(["-R", "u+w"]).arg(env.root()).status().unwrap();
 }
+
+#[test]
+fn the_main_job_is_evaluated_and_eval_rescores_a_checkpoint_to_the_same_numbers() {
+    let env = ran_grid();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT id FROM runs").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(ids.len(), 8);
+    let series = |id: &str, key: &str| -> Vec<(i64, f64)> {
+        let mut stmt = conn.prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step").unwrap();
+        stmt.query_map([id, key], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    for id in &ids {
+        for key in ["eval/dino", "eval/clip_i", "eval/clip_t", "eval/pres", "eval/div"] {
+            let steps: Vec<i64> = series(id, key).iter().map(|p| p.0).collect();
+            assert_eq!(steps, [0, 4], "{id} {key}: the base model and the end");
+        }
+    }
+    // Step 0 is the base model's evaluation, computed once and shared by every run.
+    let base: Vec<f64> = ids.iter().map(|id| series(id, "eval/dino")[0].1).collect();
+    assert!(base.iter().all(|v| v.to_bits() == base[0].to_bits()), "{base:?}");
+    assert_eq!(std::fs::read_dir(env.root().join("cache/eval")).unwrap().count(), 1);
+
+    // `dbsweep eval` scores the finished checkpoint again: the numbers the run recorded.
+    let id = &ids[3];
+    let before: Vec<(String, f64)> =
+        ["eval/dino", "eval/clip_t", "eval/pres"].iter().map(|k| (k.to_string(), series(id, k)[1].1)).collect();
+    let rescored = env.json(&["eval", &format!("{id}@4"), "--json"]);
+    assert_eq!(rescored.as_array().unwrap().len(), 1, "one checkpoint: {rescored}");
+    let at4 = &rescored[0];
+    assert_eq!(at4["step"], 4);
+    for (key, value) in &before {
+        assert_eq!(at4["metrics"][key].as_f64().unwrap().to_bits(), value.to_bits(), "{key}");
+    }
+    // Other settings score again and are recorded at the checkpoint's step.
+    let more = env.json(&["eval", &format!("{id}@4"), "--set", "evaluation.images_per_prompt=3", "--json"]);
+    assert_ne!(more[0]["metrics"]["eval/dino"], at4["metrics"]["eval/dino"]);
+    assert_eq!(series(id, "eval/dino")[1].1, more[0]["metrics"]["eval/dino"].as_f64().unwrap());
+    assert_eq!(env.run(&["eval", id, "--set", "train.learning_rate=1"]).code, 2, "only evaluation settings");
+
+    // The Pareto front of subject against prompt fidelity, with the base model beside it.
+    let out = env.ok(&["best", "lr_grid", "--pareto", "eval/dino,eval/clip_t"]);
+    assert!(out.contains("base model (step 0)") && out.contains("rule: runs at steps where no other run"), "{out}");
+    let front = env.json(&["best", "lr_grid", "--pareto", "eval/dino,eval/clip_t", "--json"]);
+    let n = front["front"].as_u64().unwrap() as usize;
+    let points = front["points"].as_array().unwrap();
+    assert!(n >= 1 && n <= points.len() && points.len() == 8, "{front}");
+    for p in &points[..n] {
+        let dominated = points.iter().any(|q| {
+            let (qx, qy, px, py) =
+                (q["x"].as_f64().unwrap(), q["y"].as_f64().unwrap(), p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap());
+            qx >= px && qy >= py && (qx > px || qy > py)
+        });
+        assert!(!dominated, "a front point is not beaten in both: {p}");
+    }
+    // The dashboard shows the trade-off chart with the front and the base model.
+    let file = env.root().join("d.html");
+    env.ok(&["dashboard", "lr_grid", "--out", file.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.contains("id=\"tradeoff\"") && html.contains("class=\"base\""), "the trade-off chart");
+    assert_eq!(html.matches("class=\"point on-front\"").count(), n);
+}

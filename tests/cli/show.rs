@@ -15,7 +15,7 @@ fn shows_the_whole_lineage_record() {
     assert_eq!(rec["sweeps"][0]["sweep_id"], reg["sweep_id"]);
     assert_eq!(rec["code_version"]["version"], env!("CARGO_PKG_VERSION"));
     let param = |key: &str| rec["params"].as_array().unwrap().iter().find(|p| p["key"] == key).cloned().unwrap();
-    assert_eq!(param("train.epochs")["detail"], "sweeps/lr_grid.yaml:18:3");
+    assert_eq!(param("train.epochs")["detail"], "sweeps/lr_grid.yaml:28:3");
     assert_eq!(param("train.epochs")["swept"], true);
     assert_eq!(param("data.resolution")["detail"], "sweeps/base/tiny.yaml:11:15");
     assert_eq!(param("train.lr_scheduler")["detail"], "sweeps/lr_grid.yaml:8:19");

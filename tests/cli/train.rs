@@ -130,6 +130,36 @@ fn a_killed_run_resumes_exactly() {
 }
 
 #[test]
+fn evaluation_of_a_killed_run_resumes_exactly() {
+    let eval = [
+        "--set",
+        "evaluation.clip_model=builtin:clip-tiny",
+        "--set",
+        "evaluation.dino_model=builtin:dino-tiny",
+        "--set",
+        "evaluation.prompts=[\"a {} on the beach\", \"a {} in the snow\"]",
+        "--set",
+        "evaluation.images_per_prompt=2",
+        "--set",
+        "evaluation.steps=3",
+        "--set",
+        "evaluation.every_steps=4",
+    ];
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&train_args(&eval)));
+    let env = Env::new();
+    assert_ne!(env.run_with(&train_args(&eval), &[("DBSWEEP_TEST_CRASH_AT_STEP", "6")]).code, 0);
+    assert_eq!(series(&env, &id, "eval/dino").iter().map(|p| p.0).collect::<Vec<_>>(), [0, 4], "before the kill");
+    let resumed = env.ok(&train_args(&eval));
+    assert!(resumed.contains("attempt 2"), "{resumed}");
+    for key in dbsweep::eval::METRICS {
+        let expected = series(&straight, &id, key);
+        assert_eq!(expected.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 4, 8], "{key}");
+        assert_eq!(series(&env, &id, key), expected, "{key}: every evaluation identical, each once");
+    }
+}
+
+#[test]
 fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     let straight = Env::new();
     let id = run_id(&straight.ok(&train_args(&[])));

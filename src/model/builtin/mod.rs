@@ -9,6 +9,8 @@
 //! every machine. On first use it is written as an ordinary diffusers-layout folder under
 //! `ROOT/models/`, and from then on loads like any other model folder.
 
+pub mod eval_models;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -52,8 +54,10 @@ const MODELS: [Builtin; 2] = [
 /// Seed of every weight.
 const SEED: u64 = 0xDB5_EE9;
 
-const VOCAB: &str = include_str!("vocab.json");
-const MERGES: &str = include_str!("merges.txt");
+/// The built-in 1000-token CLIP vocabulary and merges.
+pub(crate) const VOCAB: &str = include_str!("vocab.json");
+/// The merges of [`VOCAB`].
+pub(crate) const MERGES: &str = include_str!("merges.txt");
 
 fn unet_config() -> Value {
     json!({
@@ -178,7 +182,8 @@ fn model_index() -> Value {
     })
 }
 
-fn tokenizer_config() -> Value {
+/// `tokenizer_config.json` of the built-in tokenizer.
+pub(crate) fn tokenizer_config() -> Value {
     json!({
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": 77,
@@ -222,21 +227,33 @@ pub fn check(model: &str) -> Result<ModelGeometry> {
     Ok(ModelGeometry { vae_scale_factor, size_multiple: vae_scale_factor << (unet.block_out_channels.len() - 1) })
 }
 
-/// The folder of the built-in model under `models_dir`, written on first use. Concurrent
-/// first uses are safe: each writes a private temporary folder and renames it into place.
+/// The folder of the built-in model under `models_dir`, written on first use.
 fn materialize(spec: &Builtin, models_dir: &Path) -> Result<PathBuf> {
-    let dir = models_dir.join(spec.folder);
-    if dir.join("model_index.json").exists() {
+    write_once(models_dir, spec.folder, "model_index.json", |tmp| write_folder(spec, tmp))
+}
+
+/// The folder `name` under `models_dir`, written by `write` on first use; `marker` is the file
+/// `write` writes last, whose presence marks a complete folder. Concurrent first uses are safe:
+/// each writes a private temporary folder and renames it into place.
+pub(crate) fn write_once(
+    models_dir: &Path,
+    name: &str,
+    marker: &str,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = models_dir.join(name);
+    if dir.join(marker).exists() {
         return Ok(dir);
     }
-    let tmp = models_dir.join(format!(".{}.tmp-{}", spec.folder, std::process::id()));
+    let tmp = models_dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write_err =
         |path: &Path, e: &dyn std::fmt::Display| ModelError::Write { path: path.to_path_buf(), message: e.to_string() };
     let _ = std::fs::remove_dir_all(&tmp);
-    write_folder(spec, &tmp)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, &e))?;
+    write(&tmp)?;
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
-        Err(_) if dir.join("model_index.json").exists() => {
+        Err(_) if dir.join(marker).exists() => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(dir)
         }
@@ -288,25 +305,29 @@ fn write_folder(spec: &Builtin, dir: &Path) -> Result<()> {
     write("model_index.json", pretty(model_index()))
 }
 
-/// Deterministic initialisation: norm scales 1, biases 0, every other tensor uniform in
-/// `±1/sqrt(fan_in)` from a stream keyed by the tensor's name.
+/// Deterministic initialisation of every variable of `vars` (see [`initial_values`]).
 fn initialise(vars: &VarMap) -> Result<()> {
     let data = vars.data().lock().expect("variable map lock");
     for (name, var) in data.iter() {
         let dims = var.dims().to_vec();
-        let n: usize = dims.iter().product();
-        let values: Vec<f32> = if dims.len() == 1 {
-            let is_scale = name.ends_with(".weight");
-            vec![if is_scale { 1.0 } else { 0.0 }; n]
-        } else {
-            let fan_in: usize = dims[1..].iter().product();
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            let mut rng = Rng::new(SEED ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
-            (0..n).map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32).collect()
-        };
-        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+        var.set(&Tensor::from_vec(initial_values(name, &dims), dims, var.device())?)?;
     }
     Ok(())
+}
+
+/// The built-in models' value of tensor `name` of shape `dims`: a 1-D `*.weight` (a norm's
+/// scale) is 1, any other 1-D tensor (a bias) 0, every other tensor uniform in
+/// `±1/sqrt(fan_in)` from a stream keyed by its name, so every built-in model is the same
+/// everywhere.
+pub(crate) fn initial_values(name: &str, dims: &[usize]) -> Vec<f32> {
+    let n: usize = dims.iter().product();
+    if dims.len() <= 1 {
+        return vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n];
+    }
+    let fan_in: usize = dims[1..].iter().product();
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    let mut rng = Rng::new(SEED ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
+    (0..n).map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32).collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::config_path;
 use super::patch::PatchEmbedding;
 use super::preprocess::Preprocessor;
-use super::weights;
+use super::weights::{self, Source};
 use crate::model::clip::{Activation, ClipEncoder, ClipEncoderSpec, ClipTextConfig, ClipTextModel};
 use crate::model::error::{ModelError, Result};
 use crate::model::json;
@@ -163,6 +163,11 @@ impl ClipModel {
     /// Loads the `CLIPModel` folder `folder` (config.json, model.safetensors,
     /// preprocessor_config.json, tokenizer.json or vocab.json + merges.txt) onto `device`.
     pub fn load(folder: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(folder, device, Source::File)
+    }
+
+    /// [`ClipModel::load`], its weights from `source`.
+    pub(crate) fn load_with(folder: &Path, device: &Device, source: Source) -> Result<Self> {
         let config = config_path(folder)?;
         let raw: ClipConfig = json::read(&config)?;
         let text_section = raw.text_config_dict.or(raw.text_config).unwrap_or_default();
@@ -197,7 +202,7 @@ impl ClipModel {
         }
 
         let (vision_tower, visual_projection, text, text_projection) =
-            weights::build(&folder.join("model.safetensors"), device, |vb| {
+            weights::build(&folder.join("model.safetensors"), device, source, |vb| {
                 let text = ClipTextModel::new(vb.clone(), &text_config, &config)?;
                 let text_projection = linear(text_config.hidden_size, projection_dim, false, vb.pp("text_projection"))?;
                 let tower = VisionTower::new(vb.pp("vision_model"), &vision)?;

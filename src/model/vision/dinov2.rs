@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::backbone::{CommonConfig, Layout, MlpKind, SwiGluNames};
 use super::config_path;
+use super::weights::Source;
 use super::vit::VitModel;
 use crate::model::error::{ModelError, Result};
 use crate::model::json;
@@ -58,6 +59,11 @@ struct Dinov2Config {
 /// Loads the `Dinov2Model` folder `folder` (config.json, model.safetensors,
 /// preprocessor_config.json) onto `device`.
 pub fn load(folder: &Path, device: &Device) -> Result<VitModel> {
+    load_with(folder, device, Source::File)
+}
+
+/// [`load`], its weights from `source`.
+pub(crate) fn load_with(folder: &Path, device: &Device, source: Source) -> Result<VitModel> {
     let config = config_path(folder)?;
     let raw: Dinov2Config = json::read(&config)?;
     let ratio = raw.mlp_ratio.unwrap_or(4.0);
@@ -66,7 +72,7 @@ pub fn load(folder: &Path, device: &Device) -> Result<VitModel> {
     }
     let mlp = mlp_kind(raw.common.hidden_size(), ratio, raw.use_swiglu_ffn.unwrap_or(false));
     let spec = raw.common.spec(&config, 1e-6, 14, mlp, true)?;
-    VitModel::load(folder, device, &spec, &LAYOUTS, "dinov2")
+    VitModel::load(folder, device, source, &spec, &LAYOUTS, "dinov2")
 }
 
 /// The feed-forward: `int(hidden_size * mlp_ratio)` wide, or for SwiGLU two thirds of that

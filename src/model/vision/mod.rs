@@ -24,6 +24,8 @@ pub mod resize;
 pub mod vit;
 mod weights;
 
+use weights::Source;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -115,13 +117,30 @@ pub enum EmbeddingModel {
 /// malformed file, a missing or mis-shaped tensor and an unsupported architecture are errors
 /// naming the file (and key).
 pub fn load(folder: &Path, device: &Device) -> Result<EmbeddingModel> {
+    load_with(folder, device, Source::File)
+}
+
+/// Checks the transformers folder `folder` as [`load`] would load it (configs, image processor,
+/// tokenizer, every tensor's name and shape), without reading the weights: before a run starts.
+pub fn check(folder: &Path) -> Result<Architecture> {
+    load_with(folder, &Device::Cpu, Source::Header).map(|m| m.architecture())
+}
+
+/// Writes `model.safetensors` into `folder` (whose configs, preprocessor and tokenizer files
+/// are there) with random weights drawn from `seed`: exactly the tensors [`load`] reads, so
+/// the folder then loads as any transformers folder does. For the built-in evaluation models.
+pub fn write_random_weights(folder: &Path, seed: u64) -> Result<()> {
+    load_with(folder, &Device::Cpu, Source::Random(seed)).map(drop)
+}
+
+fn load_with(folder: &Path, device: &Device, source: Source) -> Result<EmbeddingModel> {
     if !folder.is_dir() {
         return Err(ModelError::Missing { path: folder.to_path_buf() });
     }
     Ok(match architecture(folder)? {
-        Architecture::Clip => EmbeddingModel::Clip(Box::new(ClipModel::load(folder, device)?)),
-        Architecture::Vit => EmbeddingModel::Vit(vit::load(folder, device)?),
-        Architecture::Dinov2 => EmbeddingModel::Dinov2(dinov2::load(folder, device)?),
+        Architecture::Clip => EmbeddingModel::Clip(Box::new(ClipModel::load_with(folder, device, source)?)),
+        Architecture::Vit => EmbeddingModel::Vit(vit::load_with(folder, device, source)?),
+        Architecture::Dinov2 => EmbeddingModel::Dinov2(dinov2::load_with(folder, device, source)?),
     })
 }
 

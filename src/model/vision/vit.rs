@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use super::backbone::{Backbone, BackboneSpec, CommonConfig, Layout, MlpKind};
 use super::preprocess::Preprocessor;
-use super::{config_path, weights};
+use super::weights::{self, Source};
+use super::config_path;
 use crate::model::error::Result;
 use crate::model::json;
 
@@ -59,11 +60,16 @@ struct VitConfig {
 /// Loads the `ViTModel` folder `folder` (config.json, model.safetensors,
 /// preprocessor_config.json) onto `device`.
 pub fn load(folder: &Path, device: &Device) -> Result<VitModel> {
+    load_with(folder, device, Source::File)
+}
+
+/// [`load`], its weights from `source`.
+pub(crate) fn load_with(folder: &Path, device: &Device, source: Source) -> Result<VitModel> {
     let config = config_path(folder)?;
     let raw: VitConfig = json::read(&config)?;
     let mlp = MlpKind::Plain(raw.intermediate_size.unwrap_or(3072));
     let spec = raw.common.spec(&config, 1e-12, 16, mlp, false)?;
-    VitModel::load(folder, device, &spec, &LAYOUTS, "vit")
+    VitModel::load(folder, device, source, &spec, &LAYOUTS, "vit")
 }
 
 /// A ViT-family image encoder loaded from a transformers folder, with its image processor.
@@ -78,9 +84,10 @@ impl VitModel {
     /// Loads `model.safetensors` of `folder` as described by `spec`,
     /// trying each of `layouts` in turn (see [`Layout::pick`](super::backbone::Layout::pick)); weights saved under a head
     /// model's prefix (`base_prefix`, e.g. `vit.` for `ViTForImageClassification`) are found too.
-    pub fn load(
+    pub(crate) fn load(
         folder: &Path,
         device: &Device,
+        source: Source,
         spec: &BackboneSpec,
         layouts: &[Layout],
         base_prefix: &str,
@@ -89,7 +96,7 @@ impl VitModel {
         if !spec.interpolate {
             preprocessor.expect_size(spec.image_size, &config_path(folder)?)?;
         }
-        let backbone = weights::build(&folder.join("model.safetensors"), device, |vb| {
+        let backbone = weights::build(&folder.join("model.safetensors"), device, source, |vb| {
             let vb = if !vb.contains_tensor("embeddings.cls_token")
                 && vb.contains_tensor(&format!("{base_prefix}.embeddings.cls_token"))
             {

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::chart::{chart, color};
+use super::scatter::scatter;
 use super::{CURVES, Dashboard, RunView, Sample};
 use crate::store::RunStatus;
 
@@ -196,9 +197,17 @@ pub fn render(d: &Dashboard) -> String {
     table(&mut h, d, goal);
     h.push_str("<h2>Curves</h2>\n<div class=\"charts\">\n");
     for curve in CURVES {
+        // Evaluation curves only where the sweep was evaluated.
+        if curve.starts_with("eval/") && !d.runs.iter().any(|r| r.curves.contains_key(curve)) {
+            continue;
+        }
         chart(&mut h, d, curve);
     }
     h.push_str("</div>\n");
+    if let Some(front) = &d.front {
+        h.push_str("<h2>Subject against prompt fidelity</h2>\n");
+        scatter(&mut h, d, front);
+    }
     grids(&mut h, d);
     let _ = write!(h, "<script>{SCRIPT}</script>\n</body></html>\n");
     h

@@ -24,6 +24,7 @@
 
 mod chart;
 mod html;
+mod scatter;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,11 +35,15 @@ use serde_json::Value;
 pub use html::{escape, file_url, render};
 
 use super::compare;
+use super::pareto::{self, Axis, Front};
 use crate::store::{RunRow, Store, StoreError, SweepSummary};
 use crate::sweep::Goal;
 
+/// The two metrics of the trade-off chart: subject fidelity against prompt fidelity.
+pub const TRADE_OFF: [&str; 2] = ["eval/dino", "eval/clip_t"];
+
 /// The curves drawn, one chart each.
-pub const CURVES: [&str; 3] = ["train/loss", "val/loss", "val/prior_drift"];
+pub const CURVES: [&str; 5] = ["train/loss", "val/loss", "val/prior_drift", "eval/dino", "eval/clip_t"];
 
 /// A run's latest validation image.
 #[derive(Clone, Debug)]
@@ -85,6 +90,9 @@ pub struct Dashboard {
     pub runs: Vec<RunView>,
     /// Index into `runs` of the best run.
     pub best: Option<usize>,
+    /// The runs' checkpoints in subject fidelity (`eval/dino`) against prompt fidelity
+    /// (`eval/clip_t`), when the sweep was evaluated.
+    pub front: Option<Front>,
 }
 
 /// Reads what the dashboard of sweep `key` (id or name) shows from `store`; run folders are
@@ -125,7 +133,9 @@ pub fn collect(store: &Store, root: &Path, key: &str) -> Result<Dashboard, Store
     }
     let keys = axis_keys(&runs);
     let best = if sweep.metric.is_some() { best_run(&runs, goal) } else { None };
-    Ok(Dashboard { sweep, metric, goal, keys, runs, best })
+    let axes = TRADE_OFF.map(|m| Axis { metric: m.to_string(), goal: pareto::default_goal(m) });
+    let front = pareto::front(store, &sweep.id, axes).ok();
+    Ok(Dashboard { sweep, metric, goal, keys, runs, best, front })
 }
 
 /// The newest validation sample among `artifacts`, preferring the first prompt's first image.
@@ -232,7 +242,7 @@ mod tests {
             total: 8,
         };
         let keys = axis_keys(&runs);
-        let d = Dashboard { sweep, metric: "val/loss".into(), goal: Goal::Minimize, keys, runs, best: Some(0) };
+        let d = Dashboard { sweep, metric: "val/loss".into(), goal: Goal::Minimize, keys, runs, best: Some(0), front: None };
         let html = render(&d);
         assert!(html.contains("Sweep &lt;s&gt;") && !html.contains("<s>"));
         assert_eq!(html.matches("<table class=\"grid\">").count(), 2);
