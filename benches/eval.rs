@@ -61,7 +61,8 @@ fn main() {
     };
     println!("evaluation next to training, builtin:tiny at 32 px, built-in CLIP and DINO judges");
     println!("  one training step (batch 1 + 1 class image)      {:>9.1} ms", step * 1000.0);
-    for (name, settings) in [("main job (3 prompts x 2, 10 steps)", &main_job), ("paper (25 prompts x 4, 50 steps)", &paper)]
+    for (name, settings) in
+        [("main job (3 prompts x 2, 10 steps)", &main_job), ("paper (25 prompts x 4, 50 steps)", &paper)]
     {
         let evaluator = judged(settings);
         let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,10 @@ and random weights.  One step is:
    ``mse(instance half) + 0.7 * mse(class half)``, backward through UNet and text encoder;
 4. AdamW step over the UNet and text encoder parameters.
 
+With ``--method lora`` the UNet gets PEFT LoRA adapters (rank 4, alpha 4, gaussian init, on
+``to_q``, ``to_k``, ``to_v``, ``to_out.0``: diffusers' ``train_dreambooth_lora.py``), the text
+encoder is frozen (its forward runs without grad), and AdamW updates the adapters only.
+
 ``--batch B`` is the TOTAL number of rows per step: the first B/2 are instance examples
 ("a photo of sks dog"), the last B/2 class / prior-preservation examples ("a photo of a dog"),
 so B must be even.  (The fixture VAE downsamples by 2, so R px images give R/2 x R/2 latents.)
@@ -20,13 +24,15 @@ Run from the repository root with the fixtures venv (see make_fixtures.py)::
     target/fixtures-venv/bin/python benches/torch_step.py --resolution 32 --batch 2 --threads 1 --steps 10
 
 It warms up with one untimed step, times ``--steps`` steps and prints one JSON line:
-``{"framework": "pytorch", "resolution": R, "batch": B, "threads": N, "ms_per_step": ...}``.
+``{"framework": "pytorch", "resolution": R, "batch": B, "threads": N, "method": M,
+"ms_per_step": ..., "peak_rss_mib": ...}`` (peak resident memory of the process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -52,6 +58,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--steps", type=int, default=10, help="timed steps (after 1 warm-up step)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--method", choices=("full", "lora"), default="full")
     args = ap.parse_args()
     if args.batch < 2 or args.batch % 2:
         ap.error("--batch must be even and >= 2 (instance half + class half)")
@@ -73,9 +80,20 @@ def main() -> None:
     vae.requires_grad_(False)
     vae.eval()
     unet.train()
-    text_encoder.train()
-    params = [p for m in (unet, text_encoder) for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=LEARNING_RATE)
+    if args.method == "lora":
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        text_encoder.requires_grad_(False)
+        text_encoder.eval()
+        unet.add_adapter(
+            LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+        )
+        params = [p for p in unet.parameters() if p.requires_grad]
+    else:
+        text_encoder.train()
+        params = [p for m in (unet, text_encoder) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=1e-2)
 
     b, r, half = args.batch, args.resolution, args.batch // 2
     gen = torch.Generator().manual_seed(args.seed)
@@ -89,7 +107,8 @@ def main() -> None:
         noise = torch.randn(latents.shape, generator=gen)
         timesteps = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
         noisy = sched.add_noise(latents, noise, timesteps)
-        hidden = text_encoder(input_ids)[0]
+        with torch.set_grad_enabled(args.method == "full"):
+            hidden = text_encoder(input_ids)[0]
         pred = unet(noisy, timesteps, hidden).sample
         loss = F.mse_loss(pred[:half], noise[:half]) + PRIOR_LOSS_WEIGHT * F.mse_loss(pred[half:], noise[half:])
         loss.backward()
@@ -110,7 +129,9 @@ def main() -> None:
                 "resolution": r,
                 "batch": b,
                 "threads": args.threads,
+                "method": args.method,
                 "ms_per_step": round(1000.0 * elapsed / args.steps, 3),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             }
         )
     )

@@ -1,24 +1,24 @@
 //! One DreamBooth training step on the tiny fixture architecture (VAE encode + text encoder +
 //! UNet forward/backward + AdamW), in dbsweep (candle) and, when a Python with torch +
-//! diffusers is available, the identical step in PyTorch (`benches/torch_step.py`), side by
-//! side with their ratio.
+//! diffusers (+ PEFT for LoRA) is available, the identical step in PyTorch
+//! (`benches/torch_step.py`), side by side with their ratio; for a full fine-tune (UNet and
+//! text encoder) and for LoRA (rank 4 on the UNet's attention projections, the text encoder
+//! frozen), each with the process's peak resident memory.
 //!
 //! `cargo bench --bench train_step`. The PyTorch side runs when `DBSWEEP_TORCH_PYTHON` names a
 //! Python interpreter with torch and diffusers, or `target/fixtures-venv/bin/python` exists
 //! (see `tests/fixtures/make_fixtures.py`). Each configuration runs in a fresh child process so
-//! that the thread count (`RAYON_NUM_THREADS` for candle, `torch.set_num_threads`) is exact.
-//! `batch` counts rows: half instance, half class (prior-preservation) examples.
+//! that the thread count (`RAYON_NUM_THREADS` for candle, `torch.set_num_threads`) is exact and
+//! the peak memory is its own. `batch` counts rows: half instance, half class
+//! (prior-preservation) examples.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use dbsweep::model::attention::AttentionMode;
-use dbsweep::model::pipeline::StableDiffusion;
-use dbsweep::rng::Rng;
-use dbsweep::train::loss::dreambooth_loss;
+use common::{StepRig, peak_rss_mib};
+use dbsweep::config::{ExperimentConfig, TrainMethod};
 
 const CHILD: &str = "DBSWEEP_BENCH_CHILD";
 
@@ -30,41 +30,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn child(resolution: usize, batch: usize, steps: usize) -> f64 {
-    let dev = Device::Cpu;
-    let model = StableDiffusion::load(&repo().join("tests/fixtures/sd1"), &dev, AttentionMode::Full).unwrap();
-    let half = batch / 2;
-    let prompts: Vec<&str> =
-        (0..batch).map(|i| if i < half { "a photo of sks dog" } else { "a photo of a dog" }).collect();
-    let ids = model.token_ids(&prompts).unwrap();
-    let mut rng = Rng::new(0);
-    let images: Vec<f32> =
-        (0..batch * 3 * resolution * resolution).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
-    let images = Tensor::from_vec(images, (batch, 3, resolution, resolution), &dev).unwrap();
-    let mut vars = model.unet_vars.all_vars();
-    vars.extend(model.text_vars.all_vars());
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: 5e-6, ..Default::default() }).unwrap();
-    let mut step = || {
-        let dist = model.vae.encode(&images).unwrap();
-        let eps = Tensor::from_vec(rng.normals_f32(dist.mean.elem_count()), dist.mean.shape(), &dev).unwrap();
-        let latents = (&dist.mean + ((&dist.logvar * 0.5).unwrap().exp().unwrap() * eps).unwrap()).unwrap();
-        let latents = model.vae.scale(&latents).unwrap().detach();
-        let noise = Tensor::from_vec(rng.normals_f32(latents.elem_count()), latents.shape(), &dev).unwrap();
-        let ts: Vec<usize> = (0..batch).map(|_| rng.below(1000) as usize).collect();
-        let noisy = model.schedule.add_noise(&latents, &noise, &ts).unwrap();
-        let hidden = model.text_encoder.forward(&ids).unwrap();
-        let t = Tensor::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), &dev).unwrap();
-        let pred = model.unet.forward(&noisy, &t, &hidden).unwrap();
-        let loss = dreambooth_loss(&pred, &noise, 0.7).unwrap();
-        opt.backward_step(&loss).unwrap();
-        loss.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
-    };
-    step();
-    let start = Instant::now();
-    for _ in 0..steps {
-        assert!(step().is_finite());
-    }
-    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+/// Milliseconds per step of `method` (the trainer's own modules and AdamW).
+fn child(resolution: usize, batch: usize, steps: usize, method: TrainMethod) -> f64 {
+    let mut cfg = ExperimentConfig::default();
+    cfg.train.method = method;
+    cfg.train.train_text_encoder = method == TrainMethod::Full;
+    StepRig::new(&repo().join("tests/fixtures/sd1"), &cfg, resolution, batch).time(steps)
 }
 
 fn torch_python() -> Option<PathBuf> {
@@ -74,54 +45,61 @@ fn torch_python() -> Option<PathBuf> {
     })
 }
 
-fn ms_from_json(line: &str) -> Option<f64> {
-    serde_json::from_str::<serde_json::Value>(line.lines().last()?).ok()?["ms_per_step"].as_f64()
+/// `(ms per step, peak MiB)` from a child's last output line.
+fn result(output: &[u8]) -> Option<(f64, f64)> {
+    let text = String::from_utf8_lossy(output);
+    let v = serde_json::from_str::<serde_json::Value>(text.lines().last()?).ok()?;
+    Some((v["ms_per_step"].as_f64()?, v["peak_rss_mib"].as_f64()?))
 }
 
 fn main() {
     // As the dbsweep binary does (src/main.rs).
     dbsweep::allocator::keep_freed_memory();
     if let Ok(spec) = std::env::var(CHILD) {
-        let v: Vec<usize> = spec.split(',').map(|s| s.parse().unwrap()).collect();
-        println!("{{\"ms_per_step\": {}}}", child(v[0], v[1], v[2]));
+        let v: Vec<&str> = spec.split(',').collect();
+        let method = if v[3] == "lora" { TrainMethod::Lora } else { TrainMethod::Full };
+        let ms = child(v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap(), method);
+        println!("{{\"ms_per_step\": {ms}, \"peak_rss_mib\": {}}}", peak_rss_mib());
         return;
     }
     let python = torch_python();
     println!("one DreamBooth training step, tiny sd1 architecture (VAE /2, UNet 32/64, CLIP 2x32)");
-    println!("{:>5} {:>5} {:>7} {:>12} {:>12} {:>8}", "px", "batch", "threads", "dbsweep ms", "pytorch ms", "ratio");
-    for (resolution, batch) in [(32, 2), (32, 4), (64, 2), (64, 4)] {
-        for threads in [1, 2] {
-            let steps = if resolution == 32 { 5 } else { 2 };
-            let exe = std::env::current_exe().unwrap();
-            let out = Command::new(exe)
-                .env(CHILD, format!("{resolution},{batch},{steps}"))
-                .env("RAYON_NUM_THREADS", threads.to_string())
-                .output()
-                .unwrap();
-            let ours = ms_from_json(&String::from_utf8_lossy(&out.stdout)).expect("child result");
-            let theirs = python.as_ref().and_then(|py| {
-                let out = Command::new(py)
-                    .current_dir(repo())
-                    .args([
-                        "benches/torch_step.py",
-                        "--resolution",
-                        &resolution.to_string(),
-                        "--batch",
-                        &batch.to_string(),
-                    ])
-                    .args(["--threads", &threads.to_string(), "--steps", &steps.to_string()])
+    println!(
+        "{:>6} {:>4} {:>5} {:>7} {:>11} {:>11} {:>7} {:>10} {:>10}",
+        "method", "px", "batch", "threads", "dbsweep ms", "pytorch ms", "ratio", "dbsweep MB", "pytorch MB"
+    );
+    for method in ["full", "lora"] {
+        for (resolution, batch) in [(32, 2), (32, 4), (64, 2), (64, 4)] {
+            for threads in [1, 2] {
+                let steps = if resolution == 32 { 5 } else { 2 };
+                let exe = std::env::current_exe().unwrap();
+                let out = Command::new(exe)
+                    .env(CHILD, format!("{resolution},{batch},{steps},{method}"))
+                    .env("RAYON_NUM_THREADS", threads.to_string())
                     .output()
-                    .ok()?;
-                ms_from_json(&String::from_utf8_lossy(&out.stdout))
-            });
-            let (theirs_text, ratio) = match theirs {
-                Some(t) => (format!("{t:.1}"), format!("{:.2}x", ours / t)),
-                None => ("-".into(), "-".into()),
-            };
-            println!("{resolution:>5} {batch:>5} {threads:>7} {ours:>12.1} {theirs_text:>12} {ratio:>8}");
+                    .unwrap();
+                let (ours, ours_mb) = result(&out.stdout).expect("child result");
+                let theirs = python.as_ref().and_then(|py| {
+                    let out = Command::new(py)
+                        .current_dir(repo())
+                        .args(["benches/torch_step.py", "--resolution", &resolution.to_string()])
+                        .args(["--batch", &batch.to_string(), "--threads", &threads.to_string()])
+                        .args(["--steps", &steps.to_string(), "--method", method])
+                        .output()
+                        .ok()?;
+                    result(&out.stdout)
+                });
+                let (theirs_ms, ratio, theirs_mb) = match theirs {
+                    Some((t, mb)) => (format!("{t:.1}"), format!("{:.2}x", ours / t), format!("{mb:.0}")),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "{method:>6} {resolution:>4} {batch:>5} {threads:>7} {ours:>11.1} {theirs_ms:>11} {ratio:>7} {ours_mb:>10.0} {theirs_mb:>10}"
+                );
+            }
         }
     }
     if python.is_none() {
-        println!("(no PyTorch: set DBSWEEP_TORCH_PYTHON to a Python with torch + diffusers for the baseline)");
+        println!("(no PyTorch: set DBSWEEP_TORCH_PYTHON to a Python with torch + diffusers + peft for the baseline)");
     }
 }

@@ -11,11 +11,14 @@
 //! - Folders with a missing, truncated or incomplete weights file, or an unsupported
 //!   `model_type`, are errors naming the file.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{Device, IndexOp, Tensor};
+use common::{max_abs, rel_err};
 use dbsweep::model::ModelError;
 use dbsweep::model::vision::{self, EmbeddingModel, Preprocessor, bicubic, decode};
 
@@ -53,16 +56,6 @@ fn get(name: &str) -> &'static Tensor {
 
 fn prompts() -> Vec<String> {
     serde_json::from_str(&reference().metadata["prompts"]).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-/// Largest absolute difference over the reference's largest magnitude.
-fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims());
-    max_abs(&(ours - reference).unwrap()) / max_abs(reference).max(1e-12)
 }
 
 fn load(name: &str) -> EmbeddingModel {
@@ -188,7 +181,6 @@ fn dinov2_position_interpolation_matches_pytorch() {
     eprintln!("dinov2 interpolated positions: max abs diff {diff:.3e}");
     assert!(diff < 1e-6, "max abs diff {diff}");
 }
-
 
 /// The metrics of the reference, computed by dbsweep's metric code (`dbsweep::eval::metrics`,
 /// what an evaluation runs) from our embeddings of the same image files.

@@ -4,10 +4,13 @@
 //! for the DreamBooth loss, for an SD 1.x-style (epsilon) and an SD 2.x-style (v-prediction,
 //! linear projections, GELU text encoder, tokenizer.json) model.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use common::{max_abs, rel_err};
 use dbsweep::model::attention::AttentionMode;
 use dbsweep::model::pipeline::{SampleRequest, StableDiffusion};
 use dbsweep::train::loss::dreambooth_loss;
@@ -35,17 +38,6 @@ impl Fixture {
     fn get(&self, name: &str) -> &Tensor {
         self.reference.get(name).unwrap_or_else(|| panic!("reference lacks {name}"))
     }
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-/// Largest absolute difference divided by the reference's largest magnitude.
-fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims());
-    let diff = max_abs(&(ours - reference.to_dtype(DType::F32).unwrap()).unwrap());
-    diff / max_abs(reference).max(1e-12)
 }
 
 /// An int64 timestep tensor as indices.

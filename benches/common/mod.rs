@@ -1,8 +1,20 @@
-//! What the benchmarks share: running the release `dbsweep` binary in a scratch output root.
+//! What the benchmarks share: running the release `dbsweep` binary in a scratch output root,
+//! and one training step as the trainer computes it.
+
+#![allow(dead_code)] // each benchmark uses what it needs
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use dbsweep::config::ExperimentConfig;
+use dbsweep::model::attention::AttentionMode;
+use dbsweep::model::pipeline::StableDiffusion;
+use dbsweep::rng::Rng;
+use dbsweep::train::loss::dreambooth_loss;
+use dbsweep::train::optimizer::{AdamW, AdamWConfig};
+use dbsweep::train::trainable::Trainable;
 
 /// Runs `dbsweep --root ROOT ARGS...` from the repository root; returns its wall time in
 /// seconds and its standard output. Panics with its standard error when it fails.
@@ -18,4 +30,85 @@ pub fn dbsweep(root: &Path, args: &[&str]) -> (f64, String) {
         .expect("dbsweep runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (start.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One DreamBooth training step of a model as the trainer computes it (VAE encode, text
+/// encoder, UNet forward and backward with the run's trainable modules, AdamW), on random
+/// images of one size; `batch` rows, half instance and half class prompts.
+pub struct StepRig {
+    /// The model.
+    pub model: StableDiffusion,
+    /// What is trained.
+    pub trainable: Trainable,
+    /// The optimiser.
+    pub optimizer: AdamW,
+    ids: Tensor,
+    images: Tensor,
+    rng: Rng,
+    train_text: bool,
+}
+
+impl StepRig {
+    /// The model in `folder` set up for `cfg` (its method, optimiser, savers, text encoder).
+    pub fn new(folder: &Path, cfg: &ExperimentConfig, resolution: usize, batch: usize) -> Self {
+        let dev = Device::Cpu;
+        let mut model = StableDiffusion::load(folder, &dev, AttentionMode::Full).unwrap();
+        let trainable = Trainable::new(cfg, &mut model, DType::F32).unwrap();
+        let half = batch / 2;
+        let prompts: Vec<&str> =
+            (0..batch).map(|i| if i < half { "a photo of sks dog" } else { "a photo of a dog" }).collect();
+        let ids = model.token_ids(&prompts).unwrap();
+        let mut rng = Rng::new(0);
+        let images: Vec<f32> =
+            (0..batch * 3 * resolution * resolution).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
+        let images = Tensor::from_vec(images, (batch, 3, resolution, resolution), &dev).unwrap();
+        let adam = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
+        let optimizer = AdamW::new(trainable.parameters(&model), adam, cfg.train.optimizer).unwrap();
+        Self { model, trainable, optimizer, ids, images, rng, train_text: cfg.train.train_text_encoder }
+    }
+
+    /// One step; returns its loss.
+    pub fn step(&mut self) -> f32 {
+        let (model, dev) = (&self.model, Device::Cpu);
+        let rng = &mut self.rng;
+        let dist = model.vae.encode(&self.images).unwrap();
+        let eps = Tensor::from_vec(rng.normals_f32(dist.mean.elem_count()), dist.mean.shape(), &dev).unwrap();
+        let latents = (&dist.mean + ((&dist.logvar * 0.5).unwrap().exp().unwrap() * eps).unwrap()).unwrap();
+        let latents = model.vae.scale(&latents).unwrap().detach();
+        let noise = Tensor::from_vec(rng.normals_f32(latents.elem_count()), latents.shape(), &dev).unwrap();
+        let ts: Vec<usize> = (0..latents.dim(0).unwrap()).map(|_| rng.below(1000) as usize).collect();
+        let noisy = model.schedule.add_noise(&latents, &noise, &ts).unwrap();
+        let built = self.trainable.step_models(model, DType::F32, self.train_text, AttentionMode::Full, 0).unwrap();
+        let unet = built.as_ref().map_or(&model.unet, |b| &b.unet);
+        let hidden = match built.as_ref().and_then(|b| b.text_encoder.as_ref()) {
+            Some(text) => text.forward(&self.ids).unwrap(),
+            None if self.train_text => model.text_encoder.forward(&self.ids).unwrap(),
+            None => model.text_encoder.forward(&self.ids).unwrap().detach(),
+        };
+        let t = Tensor::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), &dev).unwrap();
+        let pred = unet.forward(&noisy, &t, &hidden).unwrap();
+        let loss = dreambooth_loss(&pred, &noise, 0.7).unwrap();
+        let mut grads = loss.backward().unwrap();
+        self.trainable.merge_recomputed(&mut grads).unwrap();
+        self.optimizer.step(&grads, 5e-6, 1.0).unwrap();
+        loss.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Milliseconds per step over `steps` steps after one warm-up step.
+    pub fn time(&mut self, steps: usize) -> f64 {
+        self.step();
+        let start = Instant::now();
+        for _ in 0..steps {
+            assert!(self.step().is_finite());
+        }
+        start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+    }
+}
+
+/// Peak resident memory of this process, in MiB.
+pub fn peak_rss_mib() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
 }

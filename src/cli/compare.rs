@@ -106,7 +106,8 @@ pub fn best(
 
 /// `dbsweep best SWEEP --pareto X,Y`: the points on the front of two metrics, best first by X.
 pub fn pareto(root: &Path, sweep: &str, axes: &str, json: bool, out: &mut dyn Write) -> Result<(), Error> {
-    let parsed: Vec<Axis> = axes.split(',').map(|a| a.trim().parse().map_err(Error::Usage)).collect::<Result<_, _>>()?;
+    let parsed: Vec<Axis> =
+        axes.split(',').map(|a| a.trim().parse().map_err(Error::Usage)).collect::<Result<_, _>>()?;
     let [x, y] = <[Axis; 2]>::try_from(parsed)
         .map_err(|_| Error::Usage(format!("--pareto {axes}: expected two metrics, e.g. eval/dino,eval/clip_t")))?;
     let store = read_store(root, "best --pareto")?;

@@ -149,8 +149,10 @@ pub enum Command {
     Export {
         /// The checkpoint.
         reference: String,
-        /// Only `diffusers`.
-        #[arg(long, default_value = "diffusers", value_parser = ["diffusers"])]
+        /// `diffusers` (a whole model folder; a LoRA run's adapters merged in), `diffusers-lora`
+        /// (a LoRA run's `pytorch_lora_weights.safetensors`) or `kohya` (a LoRA run's adapters
+        /// for AUTOMATIC1111, ComfyUI and sd-scripts).
+        #[arg(long, default_value = "diffusers", value_parser = ["diffusers", "diffusers-lora", "kohya"])]
         format: String,
         /// The folder to create.
         out: PathBuf,
@@ -312,7 +314,7 @@ pub fn run(cli: Cli, env: &[(String, String)], out: &mut dyn Write) -> Result<Ki
         Command::Best { sweep, metric, goal, json, pareto: None } => {
             done(compare::best(root, &sweep, metric.as_deref(), goal, json, out))
         }
-        Command::Export { reference, format: _, out: dir } => done(export::export(root, &reference, &dir, out)),
+        Command::Export { reference, format, out: dir } => done(export::export(root, &reference, &format, &dir, out)),
         Command::Eval { target, set, json } => done(eval::eval(root, &target, &set, env, json, out)),
         Command::Dashboard { sweep, out: file } => done(dashboard::dashboard(root, &sweep, file.as_deref(), out)),
         Command::Tensorboard { sweep } => done(tensorboard::tensorboard(root, &sweep, out)),

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use super::{Error, open_store, read_store};
 use crate::model::attention::AttentionMode;
 use crate::model::pipeline::{SampleRequest, StableDiffusion};
-use crate::model::{ModelError, builtin, device, png};
+use crate::model::{ModelError, builtin, device, lora, png};
 use crate::report::checkpoint_ref::{self, RefError};
+use crate::train::trainable::apply_checkpoint;
 
 /// Options of `dbsweep sample`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +45,14 @@ pub struct SampleArgs {
     /// Attend in chunks of this many queries (bounded memory) instead of all at once.
     #[arg(long)]
     pub attention_chunk: Option<usize>,
+    /// LoRA adapters to add to the model: a file as diffusers' `save_lora_weights`
+    /// (`pytorch_lora_weights.safetensors`), its DreamBooth LoRA script or kohya-ss write them.
+    #[arg(long, value_name = "FILE")]
+    pub lora: Option<PathBuf>,
+    /// Strength of the LoRA adapters (a LoRA run's, or `--lora`'s): multiplies each layer's
+    /// alpha / rank, as diffusers' LoRA scale does.
+    #[arg(long, default_value_t = 1.0)]
+    pub lora_scale: f64,
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -51,6 +60,12 @@ pub struct SampleArgs {
 
 /// Samples and writes `sample-NN-seedS.png` files; prints their paths.
 pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    if !args.lora_scale.is_finite() {
+        return Err(Error::Usage(format!(
+            "--lora-scale {}: expected a finite number (1: as trained)",
+            args.lora_scale
+        )));
+    }
     if args.steps == 0 || args.n == 0 || args.guidance.is_nan() || args.guidance < 0.0 {
         return Err(Error::Usage(format!(
             "--steps and --n must be at least 1 and --guidance at least 0 (got steps {}, n {}, guidance {})",
@@ -91,10 +106,12 @@ pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mu
     }
     let base = checkpoint.as_ref().map_or(args.model.as_str(), |r| r.config.model.pretrained.as_str());
     let folder = builtin::resolve(base, &root.join("models"))?;
-    let model = StableDiffusion::load(&folder, &device, mode)?;
+    let mut model = StableDiffusion::load(&folder, &device, mode)?;
+    if let Some(path) = &args.lora {
+        lora::files::apply(path, &mut model, args.lora_scale)?;
+    }
     if let Some(r) = &checkpoint {
-        let text = r.folder.join("text_encoder.safetensors").exists().then_some(&model.text_vars);
-        crate::train::checkpoint::restore(&r.folder, &model.unet_vars, text, None).map_err(RefError::from)?;
+        apply_checkpoint(&mut model, &r.folder, &r.config, args.lora_scale).map_err(RefError::from)?;
         if let Some(rule) = &r.rule {
             // A note, not a result: stdout lists only the images written.
             eprintln!("using run {} at step {} ({rule})", r.run_id, r.step);
@@ -131,6 +148,7 @@ pub fn sample(args: &SampleArgs, env: &[(String, String)], root: &Path, out: &mu
             "prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": seed, "steps": req.steps,
             "guidance": req.guidance, "size": size, "model": args.model, "sampler": "ddim",
             "latents": args.latents.as_ref().map(|p| p.display().to_string()),
+            "lora": args.lora.as_ref().map(|p| p.display().to_string()), "lora_scale": args.lora_scale,
         });
         let text = [
             ("prompt", req.prompt.clone()),

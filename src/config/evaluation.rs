@@ -107,13 +107,7 @@ const LIVE_MIDDLE: [&str; 10] = [
 ];
 
 /// The last five prompts of both lists.
-const PROPERTIES: [&str; 5] = [
-    "a red {}",
-    "a purple {}",
-    "a shiny {}",
-    "a wet {}",
-    "a cube shaped {}",
-];
+const PROPERTIES: [&str; 5] = ["a red {}", "a purple {}", "a shiny {}", "a wet {}", "a cube shaped {}"];
 
 /// The paper's 25 prompts for `subject` (`{}` is the subject): the shared ten, the ten of
 /// the subject kind, the shared five.
@@ -152,8 +146,18 @@ impl EvaluationConfig {
                 rule(!m.trim().is_empty(), key, "a model folder or builtin name, or unset", format!("{m:?}"));
             }
         }
-        rule(!self.subject_phrase.trim().is_empty(), "evaluation.subject_phrase", "a non-empty phrase", format!("{:?}", self.subject_phrase));
-        rule(!self.class_phrase.trim().is_empty(), "evaluation.class_phrase", "a non-empty phrase", format!("{:?}", self.class_phrase));
+        rule(
+            !self.subject_phrase.trim().is_empty(),
+            "evaluation.subject_phrase",
+            "a non-empty phrase",
+            format!("{:?}", self.subject_phrase),
+        );
+        rule(
+            !self.class_phrase.trim().is_empty(),
+            "evaluation.class_phrase",
+            "a non-empty phrase",
+            format!("{:?}", self.class_phrase),
+        );
         if let Some(prompts) = &self.prompts {
             let bad = prompts.iter().find(|p| !p.contains("{}"));
             rule(
@@ -173,7 +177,12 @@ impl EvaluationConfig {
             rule(every >= 1, "evaluation.every_steps", "an integer >= 1, or unset", every.to_string());
         }
         rule(self.steps >= 1, "evaluation.steps", "an integer >= 1", self.steps.to_string());
-        rule(self.guidance >= 1.0, "evaluation.guidance", "a number >= 1 (1 disables guidance)", self.guidance.to_string());
+        rule(
+            self.guidance >= 1.0,
+            "evaluation.guidance",
+            "a number >= 1 (1 disables guidance)",
+            self.guidance.to_string(),
+        );
         out
     }
 }

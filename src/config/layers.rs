@@ -22,9 +22,11 @@ use super::yaml::{self, YamlDoc};
 /// (`DBSWEEP_TRAIN__LEARNING_RATE`).
 pub const ENV_PREFIX: &str = "DBSWEEP_";
 
-/// `DBSWEEP_*` variables that are not configuration keys: the output root, and the test hook
-/// that kills a training process after a given step (to test exact resume).
-const ENV_NOT_CONFIG: [&str; 2] = ["DBSWEEP_ROOT", "DBSWEEP_TEST_CRASH_AT_STEP"];
+/// `DBSWEEP_*` variables that are not configuration keys: the output root, and the test hooks
+/// (`DBSWEEP_TEST_*`: killing a training process after a step, feeding it PyTorch's inputs).
+fn not_config(name: &str) -> bool {
+    name == "DBSWEEP_ROOT" || name.starts_with("DBSWEEP_TEST_")
+}
 
 /// Builder of the layer stack, lowest precedence first.
 pub struct Layers {
@@ -132,10 +134,7 @@ impl Layers {
     /// Adds every `DBSWEEP_*` variable of `vars` (pass `std::env::vars()`), except
     /// command-line settings such as `DBSWEEP_ROOT`.
     pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut vars: Vec<_> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_CONFIG.contains(&k.as_str()))
-            .collect();
+        let mut vars: Vec<_> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !not_config(k)).collect();
         vars.sort();
         for (name, text) in vars {
             let key = name[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");

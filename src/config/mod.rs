@@ -8,6 +8,7 @@ mod error;
 pub mod evaluation;
 mod layers;
 mod location;
+pub mod lora;
 mod schema;
 mod suggest;
 pub mod yaml;

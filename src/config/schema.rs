@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::evaluation::{EvalSubject, EvaluationConfig};
+pub use super::lora::{LoraConfig, LoraInit, TrainMethod};
 
 /// One training run's complete settings. Unknown keys are rejected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,8 @@ pub struct ExperimentConfig {
     pub tracking: TrackingConfig,
     /// Scoring checkpoints by subject fidelity, prompt fidelity and prior preservation.
     pub evaluation: EvaluationConfig,
+    /// Low-rank adapters (with `train.method: lora`).
+    pub lora: LoraConfig,
 }
 
 /// Tracking sinks.
@@ -153,6 +156,8 @@ pub struct ClassGenerationConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What is trained: every weight (`full`) or low-rank adapters (`lora`, see `lora.*`).
+    pub method: TrainMethod,
     /// Peak learning rate.
     pub learning_rate: f64,
     /// Use class images for prior preservation.
@@ -183,6 +188,12 @@ pub struct TrainConfig {
     pub adam_epsilon: f64,
     /// Gradient-norm clipping threshold.
     pub max_grad_norm: f64,
+    /// The optimiser: AdamW with f32 moments, or with block-wise 8-bit moments (a quarter of the
+    /// optimiser memory, as bitsandbytes' `AdamW8bit`).
+    pub optimizer: OptimizerKind,
+    /// Recompute each UNet block's activations in the backward pass instead of keeping them
+    /// (less memory for more time; the same gradients).
+    pub gradient_checkpointing: bool,
     /// Also train the text encoder.
     pub train_text_encoder: bool,
     /// Freeze the text encoder again after this many steps.
@@ -195,6 +206,17 @@ pub struct TrainConfig {
     pub loss_scale_init: f64,
     /// Steps without overflow after which the `fp16` loss scale doubles.
     pub loss_scale_growth_interval: u64,
+}
+
+/// The optimiser of `train.optimizer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// AdamW with f32 moments.
+    #[default]
+    Adamw,
+    /// AdamW with block-wise 8-bit moments.
+    Adamw8bit,
 }
 
 /// Learning-rate schedules (diffusers' names).
@@ -285,6 +307,7 @@ impl Default for ClassGenerationConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            method: TrainMethod::Full,
             learning_rate: 5e-6,
             with_prior_preservation: true,
             prior_loss_weight: 1.0,
@@ -300,6 +323,8 @@ impl Default for TrainConfig {
             adam_weight_decay: 1e-2,
             adam_epsilon: 1e-8,
             max_grad_norm: 1.0,
+            optimizer: OptimizerKind::Adamw,
+            gradient_checkpointing: false,
             train_text_encoder: false,
             stop_text_encoder_after: None,
             offset_noise: 0.0,
@@ -456,7 +481,7 @@ impl ExperimentConfig {
         if let Some(w) = &self.tracking.wandb {
             rule(!w.project.trim().is_empty(), "tracking.wandb.project", "a W&B project name", quote(&w.project));
         }
-        for (key, expected, found) in self.evaluation.violations() {
+        for (key, expected, found) in self.evaluation.violations().into_iter().chain(self.lora.violations()) {
             rule(false, key, expected, found);
         }
         out

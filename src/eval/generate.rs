@@ -40,8 +40,9 @@ pub struct Generated {
 /// the class prompt's as `class-I.png`.
 pub fn files(settings: &EvaluationConfig, dir: &Path) -> Generated {
     let n = settings.images_per_prompt as usize;
-    let by_prompt =
-        (0..settings.templates().len()).map(|k| (0..n).map(|i| dir.join(format!("p{k:02}-{i}.png"))).collect()).collect();
+    let by_prompt = (0..settings.templates().len())
+        .map(|k| (0..n).map(|i| dir.join(format!("p{k:02}-{i}.png"))).collect())
+        .collect();
     Generated { by_prompt, class: (0..n).map(|i| dir.join(format!("class-{i}.png"))).collect() }
 }
 

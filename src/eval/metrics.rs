@@ -53,8 +53,10 @@ pub fn diversity(groups: &[Vec<Embedding>]) -> Option<f64> {
         .iter()
         .filter(|g| g.len() >= 2)
         .map(|g| {
-            let pairs: Vec<f64> =
-                (0..g.len()).flat_map(|i| (i + 1..g.len()).map(move |j| (i, j))).map(|(i, j)| cosine(&g[i], &g[j])).collect();
+            let pairs: Vec<f64> = (0..g.len())
+                .flat_map(|i| (i + 1..g.len()).map(move |j| (i, j)))
+                .map(|(i, j)| cosine(&g[i], &g[j]))
+                .collect();
             1.0 - pairs.iter().sum::<f64>() / pairs.len() as f64
         })
         .collect();

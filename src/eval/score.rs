@@ -82,9 +82,11 @@ pub fn score(prompts: &[(String, String)], e: &Embeddings) -> Scores {
             text: text.clone(),
             dino: e.dino_real.as_ref().zip(e.dino_generated.as_ref()).and_then(|(r, g)| mean_pairwise(&g[i], r)),
             clip_i: e.clip_real.as_ref().zip(e.clip_generated.as_ref()).and_then(|(r, g)| mean_pairwise(&g[i], r)),
-            clip_t: e.clip_generated.as_ref().zip(e.clip_text.as_ref()).and_then(|(g, t)| {
-                mean_matched(&g[i], &vec![t[i].clone(); g[i].len()])
-            }),
+            clip_t: e
+                .clip_generated
+                .as_ref()
+                .zip(e.clip_text.as_ref())
+                .and_then(|(g, t)| mean_matched(&g[i], &vec![t[i].clone(); g[i].len()])),
         })
         .collect();
     Scores { metrics, per_prompt }

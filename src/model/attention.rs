@@ -9,8 +9,9 @@
 //! than differentiating the composed ops. With [`AttentionMode::Chunked`] the forward and the
 //! backward hold `chunk × keys` scores at a time instead of `queries × keys`.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CustomOp3, Result, Tensor};
+
+use super::handover::{Handover, hand_over};
 
 /// How attention is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,19 +42,19 @@ pub fn attention(
         AttentionMode::Chunked(n) if n > 0 => n.min(nq),
         _ => nq,
     };
-    let op = AttentionOp { scale: (d as f64).powf(-0.5), causal, chunk, out: Tensor::zeros(1, q.dtype(), q.device())? };
-    let out = op.forward(&q.detach(), &k.detach(), &v.detach())?.contiguous()?;
-    let out = q.apply_op3(&k, &v, AttentionOp { out, ..op })?;
+    let op = AttentionOp { scale: (d as f64).powf(-0.5), causal, chunk, out: Handover::default() };
+    op.out.put(op.forward(&q.detach(), &k.detach(), &v.detach())?);
+    let out = q.apply_op3(&k, &v, op)?;
     out.reshape((b, heads, nq, d))?.transpose(1, 2)?.contiguous()?.reshape((b, nq, c))
 }
 
 /// The attention of already split heads [b·h, n, d]; `out` holds the forward result computed
-/// outside the op, which its forward only hands over.
+/// outside the op, which its forward only hands over (see [`super::handover`]).
 struct AttentionOp {
     scale: f64,
     causal: bool,
     chunk: usize,
-    out: Tensor,
+    out: Handover,
 }
 
 impl AttentionOp {
@@ -91,36 +92,7 @@ impl CustomOp3 for AttentionOp {
         "dbsweep-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        match &*self.out.storage_and_layout().0 {
-            Storage::Cpu(s) => Ok((s.clone(), self.out.shape().clone())),
-            _ => candle_core::bail!("attention result is not on the CPU"),
-        }
-    }
-
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, self.out.shape().clone())),
-            _ => candle_core::bail!("attention result is not on the GPU"),
-        }
-    }
+    hand_over!();
 
     fn bwd(
         &self,

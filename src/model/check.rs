@@ -13,6 +13,7 @@ use candle_nn::var_builder::SimpleBackend;
 use super::attention::AttentionMode;
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::error::{ModelError, Result};
+use super::lora::targets::{Layer, layers};
 use super::noise_schedule::{NoiseSchedule, SchedulerConfig};
 use super::pipeline::component;
 use super::tokenizer::ClipTokenizer;
@@ -58,6 +59,27 @@ fn wanted(build: impl FnOnce(VarBuilder<'static>) -> Result<()>) -> Result<Shape
     build(VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu))?;
     let names = std::mem::take(&mut *recorder.0.lock().expect("recorder lock"));
     Ok(names)
+}
+
+/// The linear layers of the UNet and of the text encoder that `unet` and `text` describe
+/// (read from `unet_path` and `text_path`, named in errors), found without any weights.
+pub fn linear_layers(
+    unet: &UNetConfig,
+    unet_path: &Path,
+    text: &ClipTextConfig,
+    text_path: &Path,
+) -> Result<(Vec<Layer>, Vec<Layer>)> {
+    let vb = || VarBuilder::from_backend(Box::new(ShapeRecorder::default()), DType::F32, Device::Cpu);
+    let mut unet = UNet2DConditionModel::new(vb(), unet, unet_path, AttentionMode::Full)?;
+    let mut text = ClipTextModel::new(vb(), text, text_path)?;
+    Ok((layers(&mut unet), layers(&mut text)))
+}
+
+/// The linear layers of the UNet and text encoder of the diffusers folder `folder`.
+pub fn folder_linear_layers(folder: &Path) -> Result<(Vec<Layer>, Vec<Layer>)> {
+    let unet_path = component(folder, "unet/config.json")?;
+    let text_path = component(folder, "text_encoder/config.json")?;
+    linear_layers(&json::read(&unet_path)?, &unet_path, &json::read(&text_path)?, &text_path)
 }
 
 /// Checks the diffusers folder `folder` as [`super::pipeline::StableDiffusion::load`] would

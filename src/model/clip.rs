@@ -9,12 +9,12 @@
 use std::path::Path;
 
 use candle_core::{Module, Result as CResult, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{AttentionMode, attention};
 use super::error::{ModelError, Result};
-use super::nn::{LayerNorm, linear, quick_gelu};
+use super::nn::{LayerNorm, Linear, VisitLinears, linear, quick_gelu};
 
 /// `text_encoder/config.json` (a transformers `CLIPTextConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +158,16 @@ impl ClipEncoder {
     }
 }
 
+impl VisitLinears for ClipEncoder {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        for l in &mut self.layers {
+            for linear in [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.out_proj, &mut l.fc1, &mut l.fc2] {
+                f(linear)
+            }
+        }
+    }
+}
+
 /// The text encoder; its output is the last hidden state after the final layer norm.
 #[derive(Clone, Debug)]
 pub struct ClipTextModel {
@@ -202,5 +212,11 @@ impl ClipTextModel {
         let seq = input_ids.dim(1)?;
         let xs = self.token_embedding.forward(input_ids)?.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
         self.final_layer_norm.forward(&self.encoder.forward(&xs, true)?)
+    }
+}
+
+impl VisitLinears for ClipTextModel {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        self.encoder.visit_linears(f)
     }
 }

@@ -4,8 +4,10 @@
 //! its backward pass goes through a direct transposed convolution that is slower still. Here a
 //! convolution unfolds its input into columns ([`Unfold`], whose backward pass folds gradients
 //! back, [`Fold`]) and multiplies them with the kernel as a matrix, so both passes run in the
-//! gemm kernels candle's matmul uses. Other devices and dtypes keep candle's own convolution
-//! (on CUDA, cuBLAS-backed).
+//! gemm kernels candle's matmul uses. On other devices and dtypes the same unfold is composed of
+//! candle ops (padding, narrowing, stacking; their backward passes are candle's), so a GPU
+//! build also convolves as one matrix multiply (cuBLAS) each way and never uses candle's
+//! direct transposed convolution for the backward pass.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -56,11 +58,17 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let fused = xs.device().is_cpu() && xs.dtype() == DType::F32;
+        self.convolve(xs, fused)
+    }
+}
+
+impl Conv2d {
+    /// The convolution by im2col and one matrix multiply, unfolding with the fused CPU op
+    /// (`fused`) or with candle ops (any device and dtype).
+    fn convolve(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         let g = self.geometry;
         let bias = self.bias.reshape((1, (), 1, 1))?;
-        if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
-            return xs.conv2d(&self.weight, g.padding, g.stride, 1, 1)?.broadcast_add(&bias);
-        }
         let (b, c, h, w) = xs.dims4()?;
         if h.min(w) + 2 * g.padding < g.kernel {
             let (k, p) = (g.kernel, g.padding);
@@ -69,12 +77,43 @@ impl Module for Conv2d {
         let (oh, ow) = g.output(h, w);
         let columns = if g == (Geometry { kernel: 1, stride: 1, padding: 0 }) {
             xs.reshape((b, c, h * w))?
-        } else {
+        } else if fused {
             xs.contiguous()?.apply_op1(Unfold(g))?
+        } else {
+            unfold_with_ops(xs, g)?
         };
         let kernel = self.weight.reshape((self.weight.dim(0)?, ()))?;
         kernel.broadcast_matmul(&columns)?.reshape((b, (), oh, ow))?.broadcast_add(&bias)
     }
+}
+
+/// im2col composed of candle ops: [b, c, h, w] to [b, c·k·k, oh·ow] (the rows ordered as the
+/// kernel's [c][ky][kx], as [`Unfold`] orders them).
+fn unfold_with_ops(xs: &Tensor, g: Geometry) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let (oh, ow) = g.output(h, w);
+    // Padding on every side, and up to stride - 1 more at the end so that every kernel offset
+    // can take `stride · out` rows and keep every stride-th.
+    let extra = g.stride - 1;
+    let padded = xs.pad_with_zeros(2, g.padding, g.padding + extra)?.pad_with_zeros(3, g.padding, g.padding + extra)?;
+    let take = |t: &Tensor, dim: usize, offset: usize, out: usize| -> Result<Tensor> {
+        let window = t.narrow(dim, offset, g.stride * out)?;
+        if g.stride == 1 {
+            return Ok(window);
+        }
+        let mut dims = window.dims().to_vec();
+        dims[dim] = out;
+        dims.insert(dim + 1, g.stride);
+        window.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+    };
+    let mut patches = Vec::with_capacity(g.kernel * g.kernel);
+    for ky in 0..g.kernel {
+        let rows = take(&padded, 2, ky, oh)?;
+        for kx in 0..g.kernel {
+            patches.push(take(&rows, 3, kx, ow)?);
+        }
+    }
+    Tensor::stack(&patches, 2)?.reshape((b, c * g.kernel * g.kernel, oh * ow))
 }
 
 /// The elements of a contiguous f32 tensor on the CPU, or an error naming `what`.
@@ -201,6 +240,28 @@ mod tests {
             for var in [&x, &weight, &bias] {
                 let (a, b) = (g.get(var.as_tensor()).unwrap(), gr.get(var.as_tensor()).unwrap());
                 assert!(max_abs_diff(a, b) < 1e-5, "{kernel} {stride} {padding}: gradients differ {a} {b}");
+            }
+        }
+    }
+
+    /// The unfold other devices use (candle ops) against the fused CPU one: the same outputs
+    /// and gradients, so a GPU convolves as the CPU does.
+    #[test]
+    fn the_unfold_of_other_devices_matches_the_fused_one() {
+        for (kernel, stride, padding, h, w) in [(3, 1, 1, 7, 6), (3, 2, 1, 8, 8), (3, 2, 0, 9, 7), (3, 2, 1, 7, 9)] {
+            let (x, weight, bias) = (random(&[2, 3, h, w], 5), random(&[4, 3, kernel, kernel], 6), random(&[4], 7));
+            let geometry = Geometry { kernel, stride, padding };
+            let conv = Conv2d { weight: weight.as_tensor().clone(), bias: bias.as_tensor().clone(), geometry };
+            let (fused, composed) =
+                (conv.convolve(x.as_tensor(), true).unwrap(), conv.convolve(x.as_tensor(), false).unwrap());
+            assert_eq!(fused.dims(), composed.dims());
+            assert!(max_abs_diff(&fused, &composed) < 1e-6, "{kernel} {stride} {padding} {h}x{w}: outputs differ");
+            let r = random(fused.dims(), 8);
+            let grads = |out: &Tensor| (out * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (grads(&fused), grads(&composed));
+            for var in [&x, &weight, &bias] {
+                let d = max_abs_diff(a.get(var.as_tensor()).unwrap(), b.get(var.as_tensor()).unwrap());
+                assert!(d < 1e-5, "{kernel} {stride} {padding} {h}x{w}: gradients differ by {d}");
             }
         }
     }

@@ -75,6 +75,15 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// LoRA adapters that do not fit the model (a target naming no layer, a file for another
+    /// model) or an adapter file that is not one.
+    #[error("{what}: {message}")]
+    Adapter {
+        /// The setting (`lora.target_modules`) or the file.
+        what: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
     /// A tensor computation failed.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

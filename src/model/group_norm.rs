@@ -8,13 +8,17 @@
 //! `x̂ = (x − μ)·r`, `g = dy·γ`, `dx = r·(g − mean(g) − x̂·mean(g·x̂))` per group,
 //! `dγ = Σ dy·x̂`, `dβ = Σ dy` per channel. Statistics are accumulated in f64, and each
 //! backward op recomputes them (one read of the input) rather than keeping them from the
-//! forward pass. Other devices and dtypes use candle-nn's.
+//! forward pass. Other devices and dtypes compute the same two passes with candle ops
+//! ([`Generic`]: statistics in f32, the forward pass keeping no graph, the backward pass the
+//! same formulas), so a GPU build normalises as the CPU does instead of through candle-nn's
+//! composed group norm and its graph of temporaries.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::conv::f32_slice;
+use super::handover::{Handover, hand_over};
 
 /// Group normalisation with learned per-channel scale and shift.
 #[derive(Clone, Debug)]
@@ -23,7 +27,6 @@ pub struct GroupNorm {
     bias: Tensor,
     groups: usize,
     eps: f64,
-    composed: candle_nn::GroupNorm,
 }
 
 impl GroupNorm {
@@ -34,17 +37,96 @@ impl GroupNorm {
         }
         let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
         let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
-        let composed = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
-        Ok(Self { weight, bias, groups, eps, composed })
+        Ok(Self { weight, bias, groups, eps })
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || self.weight.dtype() != DType::F32 {
-            return self.composed.forward(xs);
+        let fused = xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32;
+        self.normalise(xs, fused)
+    }
+}
+
+impl GroupNorm {
+    /// The normalisation by the fused CPU ops (`fused`) or by candle ops (any device, dtype).
+    fn normalise(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
+        let (groups, eps) = (self.groups, self.eps);
+        if fused {
+            return xs.contiguous()?.apply_op3(&self.weight, &self.bias, Forward { groups, eps });
         }
-        xs.contiguous()?.apply_op3(&self.weight, &self.bias, Forward { groups: self.groups, eps: self.eps })
+        let op = Generic { groups, eps, out: Handover::default() };
+        op.out.put(op.forward(xs, &self.weight, &self.bias)?);
+        xs.apply_op3(&self.weight, &self.bias, op)
+    }
+}
+
+/// The same passes with candle ops, for any device and dtype. Its forward pass hands over the
+/// output computed (without graph) before the op was applied.
+struct Generic {
+    groups: usize,
+    eps: f64,
+    out: Handover,
+}
+
+impl Generic {
+    /// `x̂` [n, groups, rest] in f32 and the reciprocal standard deviations [n, groups, 1].
+    fn normalised(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = x.dim(0)?;
+        let grouped = x.detach().to_dtype(DType::F32)?.reshape((n, self.groups, ()))?;
+        let centered = grouped.broadcast_sub(&grouped.mean_keepdim(2)?)?;
+        let rstd = (centered.sqr()?.mean_keepdim(2)? + self.eps)?.sqrt()?.recip()?;
+        Ok((centered.broadcast_mul(&rstd)?, rstd))
+    }
+
+    /// A per-channel vector shaped to broadcast over [n, c, ...].
+    fn per_channel(v: &Tensor, rank: usize) -> Result<Tensor> {
+        let mut dims = vec![1; rank];
+        dims[1] = v.elem_count();
+        v.to_dtype(DType::F32)?.reshape(dims)
+    }
+
+    fn forward(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (xhat, _) = self.normalised(x)?;
+        let xhat = xhat.reshape(x.shape())?;
+        let y =
+            xhat.broadcast_mul(&Self::per_channel(w, x.rank())?)?.broadcast_add(&Self::per_channel(b, x.rank())?)?;
+        y.to_dtype(x.dtype())
+    }
+}
+
+impl CustomOp3 for Generic {
+    fn name(&self) -> &'static str {
+        "dbsweep-group-norm-generic"
+    }
+
+    hand_over!();
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let (xhat, rstd) = self.normalised(x)?;
+        let dy = grad.detach().to_dtype(DType::F32)?;
+        // dx = r · (g − mean(g) − x̂ · mean(g · x̂)) per group, with g = dy · γ.
+        let g = dy.broadcast_mul(&Self::per_channel(&w.detach(), x.rank())?)?.reshape((n, self.groups, ()))?;
+        let mean_g = g.mean_keepdim(2)?;
+        let mean_gx = (&g * &xhat)?.mean_keepdim(2)?;
+        let dx = g.broadcast_sub(&mean_g)?.sub(&xhat.broadcast_mul(&mean_gx)?)?.broadcast_mul(&rstd)?;
+        // dγ = Σ dy · x̂ and dβ = Σ dy over the batch and the positions, per channel.
+        let by_channel = |t: &Tensor| -> Result<Tensor> { t.reshape((n, c, ()))?.sum(2)?.sum(0) };
+        let dw = by_channel(&(dy.reshape((n, self.groups, ()))? * &xhat)?)?;
+        let db = by_channel(&dy)?;
+        Ok((
+            Some(dx.reshape(x.shape())?.to_dtype(x.dtype())?),
+            Some(dw.to_dtype(w.dtype())?),
+            Some(db.to_dtype(w.dtype())?),
+        ))
     }
 }
 
@@ -235,23 +317,22 @@ mod tests {
             let c = shape[1];
             // An offset mean, as activations have, tests the statistics' precision.
             let (x, w, b) = (random(&shape, 1, 3.0), random(&[c], 2, 1.0), random(&[c], 3, 0.0));
-            let fused = GroupNorm {
-                weight: w.as_tensor().clone(),
-                bias: b.as_tensor().clone(),
-                groups,
-                eps: 1e-5,
-                composed: candle_nn::GroupNorm::new(w.as_tensor().clone(), b.as_tensor().clone(), c, groups, 1e-5)
-                    .unwrap(),
-            };
-            let y = fused.forward(x.as_tensor()).unwrap();
-            let reference = fused.composed.forward(x.as_tensor()).unwrap();
-            assert!(max_abs_diff(&y, &reference) < 1e-5, "{shape:?}: outputs differ");
-            let r = random(y.dims(), 4, 0.0);
+            let ours = GroupNorm { weight: w.as_tensor().clone(), bias: b.as_tensor().clone(), groups, eps: 1e-5 };
+            let composed =
+                candle_nn::GroupNorm::new(w.as_tensor().clone(), b.as_tensor().clone(), c, groups, 1e-5).unwrap();
+            let reference = composed.forward(x.as_tensor()).unwrap();
+            let r = random(reference.dims(), 4, 0.0);
             let grads = |out: &Tensor| (out * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            let (g, gr) = (grads(&y), grads(&reference));
-            for var in [&x, &w, &b] {
-                let (a, e) = (g.get(var.as_tensor()).unwrap(), gr.get(var.as_tensor()).unwrap());
-                assert!(max_abs_diff(a, e) < 1e-4, "{shape:?}: gradients differ\n{a}\n{e}");
+            let gr = grads(&reference);
+            // The fused CPU passes and the candle-op passes other devices use.
+            for fused in [true, false] {
+                let y = ours.normalise(x.as_tensor(), fused).unwrap();
+                assert!(max_abs_diff(&y, &reference) < 1e-5, "{shape:?} fused {fused}: outputs differ");
+                let g = grads(&y);
+                for var in [&x, &w, &b] {
+                    let (a, e) = (g.get(var.as_tensor()).unwrap(), gr.get(var.as_tensor()).unwrap());
+                    assert!(max_abs_diff(a, e) < 1e-4, "{shape:?} fused {fused}: gradients differ\n{a}\n{e}");
+                }
             }
         }
     }

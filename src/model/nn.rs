@@ -7,11 +7,13 @@
 //! differentiable primitives, and attention with its own backward ([`super::attention`]); the
 //! parity tests against PyTorch guard both.
 //! Convolutions and group norm are the project's own for speed ([`super::conv`],
-//! [`super::group_norm`]). Linear, embedding, gelu, silu and sigmoid backpropagate correctly
-//! and are taken from candle as they are.
+//! [`super::group_norm`]). Linear (wrapped in [`Linear`] to carry a name and an adapter),
+//! embedding, gelu, silu and sigmoid backpropagate correctly and are computed by candle.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+
+use super::lora::Adapter;
 
 /// Layer normalisation over the last dimension with learned scale and shift.
 #[derive(Clone, Debug)]
@@ -36,9 +38,84 @@ impl Module for LayerNorm {
     }
 }
 
-/// A linear layer, with or without bias.
+/// A linear layer (`x Wᵀ + b`, computed by candle-nn's) that knows its full name (as the
+/// model's weights name it, e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`)
+/// and may carry a low-rank adapter whose output is added to its own (see [`super::lora`]).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+    name: String,
+    adapter: Option<Adapter>,
+}
+
+impl Linear {
+    /// The layer `name` with `weight` [out, in] and `bias` [out].
+    pub fn new(weight: Tensor, bias: Option<Tensor>, name: impl Into<String>) -> Self {
+        Self { inner: candle_nn::Linear::new(weight, bias), name: name.into(), adapter: None }
+    }
+
+    /// The layer's name (its weights are `NAME.weight` and `NAME.bias`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Input and output features.
+    pub fn features(&self) -> (usize, usize) {
+        let (out, inp) = self.inner.weight().dims2().unwrap_or((0, 0));
+        (inp, out)
+    }
+
+    /// Attaches `adapter` (replacing any other), or removes the adapter with `None`.
+    pub fn set_adapter(&mut self, adapter: Option<Adapter>) {
+        self.adapter = adapter;
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let base = self.inner.forward(xs)?;
+        match &self.adapter {
+            None => Ok(base),
+            Some(adapter) => base + adapter.forward(xs, &self.name)?,
+        }
+    }
+}
+
+/// Modules that can hand out each of their linear layers, e.g. to attach adapters or to list
+/// which layers an adapter could target.
+pub trait VisitLinears {
+    /// Calls `f` with every linear layer, in a fixed order.
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear));
+}
+
+impl VisitLinears for Linear {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        f(self)
+    }
+}
+
+impl<T: VisitLinears> VisitLinears for Option<T> {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        if let Some(inner) = self {
+            inner.visit_linears(f)
+        }
+    }
+}
+
+impl<T: VisitLinears> VisitLinears for Vec<T> {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        for item in self {
+            item.visit_linears(f)
+        }
+    }
+}
+
+/// A linear layer, with or without bias, named by `vb`'s prefix.
 pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    if bias { candle_nn::linear(in_dim, out_dim, vb) } else { candle_nn::linear_no_bias(in_dim, out_dim, vb) }
+    let name = vb.prefix();
+    let inner =
+        if bias { candle_nn::linear(in_dim, out_dim, vb) } else { candle_nn::linear_no_bias(in_dim, out_dim, vb) }?;
+    Ok(Linear { inner, name, adapter: None })
 }
 
 /// `x * sigmoid(1.702 x)`: CLIP's original GELU approximation.

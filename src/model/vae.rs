@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use candle_core::{D, Module, Result as CResult, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{AttentionMode, attention};
 use super::conv::Conv2d;
 use super::error::{ModelError, Result};
 use super::group_norm::GroupNorm;
-use super::nn::linear;
+use super::nn::{Linear, linear};
 use super::unet::ResnetBlock2D;
 
 /// `vae/config.json`.

@@ -50,7 +50,9 @@ fn candidates(name: &str) -> Vec<String> {
         out.push(rest.to_string());
     }
     if name.contains(".attentions.") && !name.contains("transformer_blocks") {
-        for (new, old) in [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")] {
+        for (new, old) in
+            [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")]
+        {
             if name.contains(new) {
                 out.push(name.replace(new, old));
             }

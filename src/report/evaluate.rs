@@ -23,8 +23,8 @@ use crate::model::pipeline::StableDiffusion;
 use crate::store::Store;
 use crate::tracking::tracker::Tracker;
 use crate::train::TrainError;
-use crate::train::checkpoint;
 use crate::train::evaluate::record;
+use crate::train::trainable::apply_checkpoint;
 
 /// Why checkpoints could not be scored.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,7 @@ pub fn score(
 ) -> Result<Vec<Scored>, EvaluateError> {
     let cfg = &r.config;
     let folder = builtin::resolve(&cfg.model.pretrained, &root.join("models")).map_err(TrainError::Model)?;
-    let model = StableDiffusion::load(&folder, device, AttentionMode::Full).map_err(TrainError::Model)?;
+    let mut model = StableDiffusion::load(&folder, device, AttentionMode::Full).map_err(TrainError::Model)?;
     let instance = ImageSet::open(Path::new(&cfg.data.instance_dir)).map_err(TrainError::Data)?;
     let evaluator = Evaluator::new(settings, &instance, &root.join("models"), device)?;
     let size = cfg.data.resolution as usize;
@@ -122,8 +122,7 @@ pub fn score(
         let base = evaluator.baseline(&model, &key, &cfg.data.class_prompt, size, &root.join("cache"))?;
         scored.push(keep(store, r, &run_dir, 0, &base, cfg)?);
     }
-    let text = r.folder.join("text_encoder.safetensors").exists().then_some(&model.text_vars);
-    checkpoint::restore(&r.folder, &model.unet_vars, text, None).map_err(TrainError::Checkpoint)?;
+    apply_checkpoint(&mut model, &r.folder, cfg, 1.0).map_err(TrainError::Checkpoint)?;
     let dir = run_dir.join("eval").join(format!("step-{:08}", r.step));
     let evaluated = evaluator.evaluate(&model, &cfg.data.class_prompt, size, &dir)?;
     scored.push(keep(store, r, &run_dir, r.step, &evaluated, cfg)?);

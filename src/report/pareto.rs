@@ -84,9 +84,9 @@ fn dominates(a: &Point, b: &Point, axes: &[Axis; 2]) -> bool {
 pub fn front_of(mut points: Vec<Point>, axes: &[Axis; 2]) -> (Vec<Point>, usize) {
     let on: Vec<bool> = points.iter().map(|p| !points.iter().any(|q| dominates(q, p, axes))).collect();
     let mut indexed: Vec<(bool, Point)> = on.into_iter().zip(points.drain(..)).collect();
-    indexed.sort_by(|(a_on, a), (b_on, b)| b_on.cmp(a_on).then_with(|| {
-        if *a_on { axes[0].goal.best_first(a.x, b.x) } else { std::cmp::Ordering::Equal }
-    }));
+    indexed.sort_by(|(a_on, a), (b_on, b)| {
+        b_on.cmp(a_on).then_with(|| if *a_on { axes[0].goal.best_first(a.x, b.x) } else { std::cmp::Ordering::Equal })
+    });
     let front = indexed.iter().filter(|(on, _)| *on).count();
     (indexed.into_iter().map(|(_, p)| p).collect(), front)
 }

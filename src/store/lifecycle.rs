@@ -286,7 +286,10 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt { what: "checkpoint metrics", detail: e.to_string() })?;
             all.extend(metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))));
             let text = serde_json::Value::Object(all).to_string();
-            tx.execute("UPDATE checkpoints SET metrics_json = ?3 WHERE run_id = ?1 AND step = ?2", params![id, step, text])?;
+            tx.execute(
+                "UPDATE checkpoints SET metrics_json = ?3 WHERE run_id = ?1 AND step = ?2",
+                params![id, step, text],
+            )?;
         }
         tx.commit()?;
         Ok(())

@@ -2,6 +2,11 @@
 //! replaced by the fingerprint of the images in it. Changed images are a new run, never
 //! "already finished"; the same images in another folder (or on another machine) are the same
 //! run, as the configuration's other settings are.
+//!
+//! Settings added to dbsweep after runs were first registered ([`ADDED_LATER`]) are left out of
+//! the identity while they hold their defaults: a run registered by an older dbsweep keeps its
+//! id (and is found finished, or resumed) after an upgrade, and a new run that uses none of the
+//! new settings gets the id the older version would have given it.
 
 use std::collections::HashMap;
 
@@ -13,6 +18,71 @@ use crate::image_set::{DataError, ImageSet};
 
 /// The settings that name image folders.
 pub const DATA_KEYS: [&str; 2] = ["data.instance_dir", "data.class_dir"];
+
+/// Settings (leaves or whole sections) that came after the first released schema.
+pub const ADDED_LATER: [&str; 5] =
+    ["evaluation", "train.method", "lora", "train.optimizer", "train.gradient_checkpointing"];
+
+/// Whether `key` (a dotted leaf) is, or is inside, a setting of [`ADDED_LATER`].
+pub fn added_later(key: &str) -> bool {
+    ADDED_LATER.iter().any(|late| key == *late || key.strip_prefix(late).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// Removes from `json` (canonical) every leaf of [`ADDED_LATER`] that holds its default, except
+/// the leaves in `keep` (filled in later), and the sections that become empty.
+pub fn strip_late_defaults(json: &mut Value, keep: &[String]) {
+    let defaults = crate::config::canonical(
+        serde_json::to_value(crate::config::ExperimentConfig::default()).expect("defaults serialize"),
+    );
+    for late in ADDED_LATER {
+        let path: Vec<&str> = late.split('.').collect();
+        let (Some(value), Some(default)) = (lookup(json, &path), lookup(&defaults, &path)) else { continue };
+        let mut kept = value.clone();
+        prune(&mut kept, default, late, keep);
+        let (parent, last) = path.split_at(path.len() - 1);
+        let Some(Value::Object(map)) = leaf_mut(json, parent) else { continue };
+        match kept {
+            Value::Object(m) if m.is_empty() => {
+                map.remove(last[0]);
+            }
+            Value::Null => {
+                map.remove(last[0]);
+            }
+            other => {
+                map.insert(last[0].to_string(), other);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(json: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(json, |v, k| v.get(*k))
+}
+
+/// Reduces `value` (setting `key`) to what differs from `default`: `Null` when nothing does.
+fn prune(value: &mut Value, default: &Value, key: &str, keep: &[String]) {
+    if keep.iter().any(|k| k == key) {
+        return;
+    }
+    match (value, default) {
+        (Value::Object(map), Value::Object(defaults)) if !keep.iter().any(|k| k == key) => {
+            let names: Vec<String> = map.keys().cloned().collect();
+            for name in names {
+                let child_key = format!("{key}.{name}");
+                let child = map.get_mut(&name).expect("listed");
+                match defaults.get(&name) {
+                    Some(d) => prune(child, d, &child_key, keep),
+                    None => continue,
+                }
+                if child.is_null() || child.as_object().is_some_and(|m| m.is_empty()) {
+                    map.remove(&name);
+                }
+            }
+        }
+        (value, default) if value == default => *value = Value::Null,
+        _ => {}
+    }
+}
 
 /// Fingerprints of image folders, each folder read once.
 #[derive(Debug, Default)]
@@ -49,6 +119,7 @@ impl Fingerprints {
     /// with its key.
     pub fn identity(&mut self, json: &Value, skip: &[String]) -> Result<Value, (&'static str, DataError)> {
         let mut out = json.clone();
+        strip_late_defaults(&mut out, skip);
         for key in DATA_KEYS.iter().filter(|k| !skip.iter().any(|s| s == *k)) {
             let path: Vec<&str> = key.split('.').collect();
             let Some(leaf) = leaf_mut(&mut out, &path) else { continue };

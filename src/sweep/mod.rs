@@ -16,7 +16,7 @@ mod spec;
 
 pub use early::Hyperband;
 pub use goal::Goal;
-pub use identity::{DATA_KEYS, Fingerprints};
+pub use identity::{ADDED_LATER, DATA_KEYS, Fingerprints, strip_late_defaults};
 pub use parse::{load, parse};
 pub use plan::{MAX_POINTS, Plan, PlannedRun};
 pub use run_id::{ConfigHash, MIN_HEX, looks_like_run_id, run_id};

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::canonical::Template;
 use super::draw::{draw, grid_size, grid_values};
-use super::identity::Fingerprints;
+use super::identity::{Fingerprints, added_later, strip_late_defaults};
 use super::run_id::{ConfigHash, MIN_HEX, run_id};
 use super::spec::{Domain, Method, Parameter, SweepSpec};
 use crate::config::{
@@ -42,6 +42,10 @@ pub struct Plan {
     template: Template,
     /// The run identity's canonical text (image folders as fingerprints), with the same holes.
     identity: Template,
+    /// Whether a swept key is a setting added later: then a run's identity text is reduced to
+    /// what differs from those settings' defaults before it is hashed (see
+    /// [`super::identity`]).
+    late_swept: bool,
 }
 
 /// One value a swept parameter may take.
@@ -137,7 +141,9 @@ impl Plan {
         let template = Template::new(&base.json, &keys);
         let identity = Template::new(&identity, &keys);
         let sweep_id = sweep_id(&spec, &base);
-        let mut plan = Plan { spec, sweep_id, base, keys, runs: Vec::new(), candidates, template, identity };
+        let late_swept = keys.iter().any(|k| added_later(k));
+        let mut plan =
+            Plan { spec, sweep_id, base, keys, runs: Vec::new(), candidates, template, identity, late_swept };
         match plan.spec.method {
             Method::Grid => plan.expand_grid()?,
             Method::Random => plan.expand_random()?,
@@ -230,7 +236,7 @@ impl Plan {
                 choices.push(at);
             }
             self.identity.fill(&mut text, |i| self.candidates[i][choices[i] as usize].identity.as_str());
-            if hashes.insert(ConfigHash::of(&text)) {
+            if hashes.insert(self.hash(&text)) {
                 let run = self.point(self.runs.len(), &choices, &mut text, &mut ids);
                 self.runs.push(run);
             }
@@ -238,9 +244,19 @@ impl Plan {
         Ok(())
     }
 
+    /// The identity hash of a run whose identity text is `text`.
+    fn hash(&self, text: &str) -> ConfigHash {
+        if !self.late_swept {
+            return ConfigHash::of(text);
+        }
+        let mut json: Value = serde_json::from_str(text).expect("identity text is JSON");
+        strip_late_defaults(&mut json, &[]);
+        ConfigHash::of(&json.to_string())
+    }
+
     fn point(&self, position: usize, choices: &[u32], text: &mut String, ids: &mut HashSet<String>) -> PlannedRun {
         self.identity.fill(text, |i| self.candidates[i][choices[i] as usize].identity.as_str());
-        let config_hash = ConfigHash::of(text);
+        let config_hash = self.hash(text);
         let mut hex = MIN_HEX;
         let run_id = loop {
             let id = run_id(config_hash, hex);

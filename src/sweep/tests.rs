@@ -306,3 +306,26 @@ fn early_terminate_is_parsed_and_checked() {
     ));
     assert_eq!(errs.len(), 2, "{errs:?}");
 }
+
+/// Settings added after runs were registered leave old identities alone while at their
+/// defaults, also when a sweep varies them and a point lands on the default.
+#[test]
+fn settings_added_later_keep_old_run_ids() {
+    let defaults = Layers::new().resolve().unwrap();
+    let mut old = defaults.json.clone();
+    for late in crate::sweep::ADDED_LATER {
+        let path: Vec<&str> = late.split('.').collect();
+        let (parent, last) = path.split_at(path.len() - 1);
+        let parent = crate::config::leaf_mut(&mut old, parent).unwrap();
+        assert!(parent.as_object_mut().unwrap().remove(last[0]).is_some(), "{late} is a setting");
+    }
+    let mut fp = Fingerprints::default();
+    let before = fp.hash(&old).unwrap();
+    assert_eq!(fp.hash(&defaults.json).unwrap(), before, "an older dbsweep's run keeps its id");
+    let set = Layers::new().flags(&["lora.rank=8".into()]).resolve().unwrap();
+    assert_ne!(fp.hash(&set.json).unwrap(), before, "a new setting in use is part of the identity");
+
+    let p = plan("parameters:\n  lora.rank: {values: [4, 8]}\n").unwrap();
+    assert_eq!(p.runs[0].config_hash, before, "rank 4 is the default: the same run as one without lora settings");
+    assert_eq!(p.runs[1].config_hash, fp.hash(&set.json).unwrap());
+}

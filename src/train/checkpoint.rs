@@ -1,22 +1,23 @@
-//! Checkpoints: model weights (diffusers names) in safetensors, optimiser moments in a separate
-//! file, a small JSON state, and a manifest of every file's sha256.
+//! Checkpoints: the trained variables in safetensors (a full run's weights with diffusers names,
+//! a LoRA run's adapters with PEFT's), optimiser moments in a separate file, a small JSON state, and a manifest of every file's sha256.
 //!
 //! A checkpoint is written into `step-NNNNNNNN.tmp/`, every file fsynced, then renamed to
 //! `step-NNNNNNNN/` and the parent folder fsynced: it exists whole or not at all. On resume the
 //! newest checkpoint whose files all match the manifest is used; a corrupt or half-written
 //! one is reported and skipped in favour of the previous one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::optimizer::AdamW;
+use super::trainable::{TEXT_LORA_FILE, UNET_LORA_FILE};
 use crate::image_set::hex;
+use crate::model::lora::adapters::AdapterSet;
 use crate::model::weights;
 
 /// A checkpoint problem, naming the file.
@@ -91,12 +92,12 @@ fn sync(path: &Path) -> Result<(), CheckpointError> {
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| err(path, e))
 }
 
-/// Writes a checkpoint of `unet` (and `text`, and `optimizer` unless weights-only) at
-/// `state.step` under `dir`.
+/// Writes a checkpoint at `state.step` under `dir`: each `(file name, variables)` of `files`
+/// (the trained variables; see [`super::trainable::Trainable::files`]) and the optimiser's
+/// moments (unless weights-only).
 pub fn save(
     dir: &Path,
-    unet: &VarMap,
-    text: Option<&VarMap>,
+    files: &[(&str, &VarMap)],
     optimizer: Option<&AdamW>,
     state: &TrainState,
 ) -> Result<Saved, CheckpointError> {
@@ -104,21 +105,12 @@ pub fn save(
     let tmp = final_dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
-    weights::save(unet, &tmp.join("unet.safetensors")).map_err(|e| err(&tmp, e))?;
-    if let Some(text) = text {
-        weights::save(text, &tmp.join("text_encoder.safetensors")).map_err(|e| err(&tmp, e))?;
+    for (file, vars) in files {
+        weights::save(vars, &tmp.join(file)).map_err(|e| err(&tmp, e))?;
     }
     if let Some(opt) = optimizer {
-        let mut moments: HashMap<String, Tensor> = HashMap::new();
-        for (name, slot) in &opt.slots {
-            moments.insert(format!("m.{name}"), slot.m.clone());
-            moments.insert(format!("v.{name}"), slot.v.clone());
-        }
-        moments.insert(
-            "step".into(),
-            Tensor::new(&[opt.step as u32], &candle_core::Device::Cpu).map_err(|e| err(&tmp, e))?,
-        );
         let path = tmp.join("optimizer.safetensors");
+        let moments = opt.state().map_err(|e| err(&path, e))?;
         candle_core::safetensors::save(&moments, &path).map_err(|e| err(&path, e))?;
     }
     let state_path = tmp.join("state.json");
@@ -198,35 +190,42 @@ pub fn latest_valid(dir: &Path, at_most: Option<u64>) -> (Option<(PathBuf, Train
     (None, skipped)
 }
 
-/// Restores weights (and optimiser moments when present and `optimizer` is given) from the
-/// verified checkpoint at `path`.
-pub fn restore(
-    path: &Path,
-    unet: &VarMap,
-    text: Option<&VarMap>,
-    optimizer: Option<&mut AdamW>,
-) -> Result<(), CheckpointError> {
-    weights::load_into(unet, &path.join("unet.safetensors")).map_err(|e| err(path, e))?;
-    if let Some(text) = text {
-        let file = path.join("text_encoder.safetensors");
-        if file.exists() {
-            weights::load_into(text, &file).map_err(|e| err(path, e))?;
-        }
+/// Restores each `(file name, variables)` of `files` (and optimiser moments when present and
+/// `optimizer` is given) from the verified checkpoint at `path`.
+pub fn restore(path: &Path, files: &[(&str, &VarMap)], optimizer: Option<&mut AdamW>) -> Result<(), CheckpointError> {
+    for (file, vars) in files {
+        weights::load_into(vars, &path.join(file)).map_err(|e| err(path, e))?;
     }
     let file = path.join("optimizer.safetensors");
     if let (Some(opt), true) = (optimizer, file.exists()) {
         let moments = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).map_err(|e| err(&file, e))?;
-        for (name, slot) in &mut opt.slots {
-            let (Some(m), Some(v)) = (moments.get(&format!("m.{name}")), moments.get(&format!("v.{name}"))) else {
-                return Err(err(&file, format!("no moments for `{name}`")));
-            };
-            slot.m = m.to_device(slot.var.device()).map_err(|e| err(&file, e))?;
-            slot.v = v.to_device(slot.var.device()).map_err(|e| err(&file, e))?;
-        }
-        let step = moments.get("step").and_then(|t| t.to_vec1::<u32>().ok()).and_then(|v| v.first().copied());
-        opt.step = step.ok_or_else(|| err(&file, "no optimiser step"))? as u64;
+        opt.load_state(&moments).map_err(|e| err(&file, e))?;
     }
     Ok(())
+}
+
+/// The adapters of a LoRA run's checkpoint at `path` (the UNet's, and the text encoder's when
+/// it was trained), each layer scaled by `alpha / rank`; `None` for a full run's checkpoint.
+pub fn adapters(
+    path: &Path,
+    alpha: f64,
+    device: &candle_core::Device,
+) -> Result<Option<(AdapterSet, Option<AdapterSet>)>, CheckpointError> {
+    let read = |file: &str| -> Result<Option<AdapterSet>, CheckpointError> {
+        let file = path.join(file);
+        if !file.exists() {
+            return Ok(None);
+        }
+        let tensors = candle_core::safetensors::load(&file, device).map_err(|e| err(&file, e))?;
+        let what = format!("`{}`", file.display());
+        let set = AdapterSet::from_tensors(tensors.into_iter().collect(), &|_, _| alpha, &what, device)
+            .map_err(|e| err(&file, e))?;
+        Ok(Some(set))
+    };
+    match read(UNET_LORA_FILE)? {
+        Some(unet) => Ok(Some((unet, read(TEXT_LORA_FILE)?))),
+        None => Ok(None),
+    }
 }
 
 /// Keeps `keep` checkpoints under `dir`: always the newest (to resume from) and the one at

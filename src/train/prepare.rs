@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, Var};
-use candle_nn::VarMap;
+use candle_core::{DType, Tensor};
 use serde_json::json;
 
 use super::cache::{self, CacheError, ClassImageSpec, TensorCache};
 use super::checkpoint;
 use super::error::TrainError;
 use super::example::Example;
-use crate::eval::evaluator::Evaluator;
 use super::job::{Notice, TrainJob};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::precision::{self, LossScaler};
-use crate::config::{AttentionMode as ConfigAttention, ExperimentConfig, canonical};
+use super::step_inputs::StepInputs;
+use super::trainable::Trainable;
+use crate::config::{AttentionMode as ConfigAttention, canonical};
+use crate::eval::evaluator::Evaluator;
 use crate::image_set::ImageSet;
 use crate::model::attention::AttentionMode;
 use crate::model::builtin;
@@ -82,6 +83,10 @@ pub struct Setup {
     pub frozen_context: Option<Tensor>,
     /// The text-embedding cache (its count says how many prompts this attempt encoded).
     pub texts: TensorCache,
+    /// What is trained (every weight, or adapters) and the checkpoint files that hold it.
+    pub trainable: Trainable,
+    /// The test hook's inputs, when [`super::step_inputs::STEP_INPUTS_VAR`] is set.
+    pub inputs: Option<StepInputs>,
     /// AdamW over the trained variables.
     pub optimizer: AdamW,
     /// Where the run starts.
@@ -117,7 +122,7 @@ impl Setup {
             ConfigAttention::Chunked => AttentionMode::Chunked(cfg.model.attention_chunk_size as usize),
         };
         let folder = builtin::resolve(&cfg.model.pretrained, &job.root.join("models"))?;
-        let model = StableDiffusion::load(&folder, &device, mode)?;
+        let mut model = StableDiffusion::load(&folder, &device, mode)?;
         let resolution = cfg.data.resolution as usize;
         let step_px = model.vae_scale_factor() << (model.unet_config.block_out_channels.len() - 1);
         if !resolution.is_multiple_of(step_px) {
@@ -197,9 +202,10 @@ impl Setup {
             Some(Tensor::cat(&rows, 0)?.to_dtype(dtype)?)
         };
 
-        let mut params: Vec<(String, Var)> = named_vars("unet", &model.unet_vars);
-        if cfg.train.train_text_encoder {
-            params.extend(named_vars("text_encoder", &model.text_vars));
+        let trainable = Trainable::new(cfg, &mut model, dtype)?;
+        let inputs = StepInputs::load(job)?;
+        if let Some(inputs) = &inputs {
+            inputs.initialise(&trainable)?;
         }
         let t = &cfg.train;
         let adam = AdamWConfig {
@@ -208,7 +214,7 @@ impl Setup {
             eps: t.adam_epsilon,
             weight_decay: t.adam_weight_decay,
         };
-        let mut optimizer = AdamW::new(params, adam)?;
+        let mut optimizer = AdamW::new(trainable.parameters(&model), adam, t.optimizer)?;
 
         let checkpoints = job.run_dir.join("checkpoints");
         let (found, skipped) = checkpoint::latest_valid(&checkpoints, job.resume_at_most);
@@ -218,8 +224,7 @@ impl Setup {
         let mut resume =
             Resume { scaler: (dtype == DType::F16).then(|| LossScaler::new(t.loss_scale_init)), ..Resume::default() };
         if let Some((path, state)) = &found {
-            let text_vars = cfg.train.train_text_encoder.then_some(&model.text_vars);
-            checkpoint::restore(path, &model.unet_vars, text_vars, Some(&mut optimizer))?;
+            checkpoint::restore(path, &trainable.files(&model), Some(&mut optimizer))?;
             resume.start = state.step;
             resume.best = state.metrics.get("val/loss").map(|v| (state.step, *v));
             if resume.scaler.is_some() && state.loss_scale.is_some() {
@@ -244,17 +249,14 @@ impl Setup {
             ids,
             frozen_context,
             texts,
+            trainable,
+            inputs,
             optimizer,
             resume,
             checkpoints,
             model_key,
             evaluator,
         })
-    }
-
-    /// The trained text encoder's variables, when the text encoder is trained at all.
-    pub fn trained_text_vars<'a>(&'a self, cfg: &ExperimentConfig) -> Option<&'a VarMap> {
-        cfg.train.train_text_encoder.then_some(&self.model.text_vars)
     }
 
     /// Opens the run's tracking (journal, store, TensorBoard, W&B) and records the start of
@@ -332,7 +334,9 @@ fn check_identity(job: &TrainJob, store: &Store) -> Result<(), TrainError> {
     let recorded = record.config_hash;
     let now = Fingerprints::default().hash(&json).map_err(|(_, e)| TrainError::Data(e))?;
     // Runs registered before image folders were part of the identity hash the settings alone.
-    let legacy = ConfigHash::of(&json.to_string());
+    let mut settings = json.clone();
+    crate::sweep::strip_late_defaults(&mut settings, &[]);
+    let legacy = ConfigHash::of(&settings.to_string());
     if recorded == now.to_string() || recorded == legacy.to_string() {
         return Ok(());
     }
@@ -347,12 +351,4 @@ fn check_identity(job: &TrainJob, store: &Store) -> Result<(), TrainError> {
         dirs.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(" or "),
         job.run_id
     )))
-}
-
-/// The variables of `vars` in name order, named `prefix.name`.
-fn named_vars(prefix: &str, vars: &VarMap) -> Vec<(String, Var)> {
-    let data = vars.data().lock().expect("variable map lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    names.into_iter().map(|n| (format!("{prefix}.{n}"), data[n].clone())).collect()
 }

@@ -16,7 +16,6 @@ use super::example::Example;
 use super::loss::loss_terms;
 use super::lr_schedule::learning_rate;
 use super::optimizer::clip_factor;
-use super::precision;
 use super::prepare::Setup;
 use crate::config::ExperimentConfig;
 use crate::model::noise_schedule::PredictionType;
@@ -99,13 +98,14 @@ impl Setup {
         let prediction = self.model.schedule.config.prediction_type;
         let mut grads: Option<GradStore> = None;
         let (mut loss_sum, mut inst_sum, mut prior_sum) = (0f64, 0f64, 0f64);
-        // Mixed precision: this step's modules, cast from the f32 masters.
-        let cast = (self.dtype != DType::F32)
-            .then(|| precision::cast_models(&self.model, self.dtype, train_text, self.mode))
-            .transpose()?;
+        // This step's modules: casts of the f32 masters under mixed precision, the frozen base
+        // with the adapters for LoRA (rebuilt per micro-batch when adapter dropout draws masks).
+        let modules = |micro: u64| {
+            let key = stream(cfg.seed, "lora-dropout", step, micro).next_u64();
+            self.trainable.step_models(&self.model, self.dtype, train_text, self.mode, key)
+        };
+        let mut built = modules(0)?;
         let model = &self.model;
-        let unet = cast.as_ref().map_or(&model.unet, |c| &c.unet);
-        let text_encoder = cast.as_ref().and_then(|c| c.text_encoder.as_ref()).unwrap_or(&model.text_encoder);
         let loss_scale = self.resume.scaler.map_or(1.0, |s| s.scale);
         for micro in 0..accum {
             let m = step * accum + micro;
@@ -133,20 +133,32 @@ impl Setup {
                 }
                 Ok(Tensor::stack(&rows, 0)?)
             };
-            let mut x0 = pick(&self.instance, &mut rng)?;
-            if prior {
-                let class_rows = pick(&self.class, &mut rng)?;
-                x0 = Tensor::cat(&[&x0, &class_rows], 0)?;
+            if micro > 0 && self.trainable.per_micro_batch() {
+                built = modules(micro)?;
             }
-            let x0 = model.vae.scale(&x0)?.detach();
-            let n = x0.dim(0)?;
-            let mut noise = Tensor::from_vec(rng.normals_f32(x0.elem_count()), x0.shape(), &device)?;
-            if t.offset_noise > 0.0 {
-                let (c, shape) = (x0.dim(1)?, (n, x0.dim(1)?, 1, 1));
-                let offset = Tensor::from_vec(rng.normals_f32(n * c), shape, &device)?;
-                noise = (noise.broadcast_add(&(offset * t.offset_noise)?))?;
-            }
-            let timesteps: Vec<usize> = (0..n).map(|_| rng.below(alphas.len() as u64) as usize).collect();
+            let unet = built.as_ref().map_or(&model.unet, |b| &b.unet);
+            let text_encoder = built.as_ref().and_then(|b| b.text_encoder.as_ref()).unwrap_or(&model.text_encoder);
+            let forced = self.inputs.as_ref().map(|i| i.micro_batch(step, micro)).transpose()?.flatten();
+            let (x0, noise, timesteps) = match forced {
+                Some(given) => (given.latents, given.noise, given.timesteps),
+                None => {
+                    let mut x0 = pick(&self.instance, &mut rng)?;
+                    if prior {
+                        let class_rows = pick(&self.class, &mut rng)?;
+                        x0 = Tensor::cat(&[&x0, &class_rows], 0)?;
+                    }
+                    let x0 = model.vae.scale(&x0)?.detach();
+                    let n = x0.dim(0)?;
+                    let mut noise = Tensor::from_vec(rng.normals_f32(x0.elem_count()), x0.shape(), &device)?;
+                    if t.offset_noise > 0.0 {
+                        let (c, shape) = (x0.dim(1)?, (n, x0.dim(1)?, 1, 1));
+                        let offset = Tensor::from_vec(rng.normals_f32(n * c), shape, &device)?;
+                        noise = (noise.broadcast_add(&(offset * t.offset_noise)?))?;
+                    }
+                    let timesteps: Vec<usize> = (0..n).map(|_| rng.below(alphas.len() as u64) as usize).collect();
+                    (x0, noise, timesteps)
+                }
+            };
             let noisy = model.schedule.add_noise(&x0, &noise, &timesteps)?;
             let target = model.schedule.target(&x0, &noise, &timesteps)?;
             let context = match &self.frozen_context {
@@ -177,7 +189,8 @@ impl Setup {
             loss_sum += loss.to_scalar::<f32>()? as f64;
             inst_sum += inst.to_scalar::<f32>()? as f64 / accum as f64;
             prior_sum += prior_term.to_scalar::<f32>()? as f64 / accum as f64;
-            let g = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+            let mut g = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+            self.trainable.merge_recomputed(&mut g)?;
             grads = Some(match grads {
                 None => g,
                 Some(acc) => self.accumulate(acc, &g)?,

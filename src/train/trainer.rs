@@ -133,16 +133,16 @@ fn save_checkpoint(
     {
         setup.resume.best = Some((step, *v));
     }
-    let text_vars = setup.trained_text_vars(cfg);
     let state = TrainState {
         step,
         has_optimizer: !cfg.checkpoint.weights_only,
-        has_text_encoder: text_vars.is_some(),
+        has_text_encoder: cfg.train.train_text_encoder,
         metrics,
         loss_scale: setup.resume.scaler,
     };
     let optimizer = (!cfg.checkpoint.weights_only).then_some(&setup.optimizer);
-    let saved = checkpoint::save(&setup.checkpoints, &setup.model.unet_vars, text_vars, optimizer, &state)?;
+    let files = setup.trainable.files(&setup.model);
+    let saved = checkpoint::save(&setup.checkpoints, &files, optimizer, &state)?;
     tracker.flush()?;
     let rel = saved.path.strip_prefix(&job.run_dir).unwrap_or(&saved.path).display().to_string();
     let metrics_json = serde_json::to_string(&state.metrics).expect("metrics serialize");

@@ -131,7 +131,10 @@ fn model_data_and_wandb_problems_are_found_before_anything_runs() {
     let err = bad(&env, &["submit", "sweeps/lr_grid.yaml", "--set", &set]);
     assert!(err.contains("key `model.pretrained`") && err.contains("vae/config.json"), "{err}");
     // An evaluation model of the wrong family, or no model at all.
-    let clip = format!("evaluation.dino_model={}", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/clip").display());
+    let clip = format!(
+        "evaluation.dino_model={}",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/clip").display()
+    );
     let err = bad(&env, &["plan", "sweeps/lr_grid.yaml", "--set", &clip]);
     assert!(err.contains("key `evaluation.dino_model`") && err.contains("needs a ViTModel or Dinov2Model"), "{err}");
     let err = bad(&env, &["plan", "sweeps/lr_grid.yaml", "--set", "evaluation.clip_model=no/such/model"]);

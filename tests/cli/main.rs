@@ -4,6 +4,7 @@
 
 mod docs;
 mod errors;
+mod lora;
 mod ls;
 mod plan;
 mod report;

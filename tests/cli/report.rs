@@ -351,7 +351,8 @@ fn the_main_job_is_evaluated_and_eval_rescores_a_checkpoint_to_the_same_numbers(
     };
     assert_eq!(ids.len(), 8);
     let series = |id: &str, key: &str| -> Vec<(i64, f64)> {
-        let mut stmt = conn.prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step").unwrap();
+        let mut stmt =
+            conn.prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step").unwrap();
         stmt.query_map([id, key], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     for id in &ids {
@@ -391,8 +392,12 @@ fn the_main_job_is_evaluated_and_eval_rescores_a_checkpoint_to_the_same_numbers(
     assert!(n >= 1 && n <= points.len() && points.len() == 8, "{front}");
     for p in &points[..n] {
         let dominated = points.iter().any(|q| {
-            let (qx, qy, px, py) =
-                (q["x"].as_f64().unwrap(), q["y"].as_f64().unwrap(), p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap());
+            let (qx, qy, px, py) = (
+                q["x"].as_f64().unwrap(),
+                q["y"].as_f64().unwrap(),
+                p["x"].as_f64().unwrap(),
+                p["y"].as_f64().unwrap(),
+            );
             qx >= px && qy >= py && (qx > px || qy > py)
         });
         assert!(!dominated, "a front point is not beaten in both: {p}");

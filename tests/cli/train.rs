@@ -419,3 +419,26 @@ fn hyperparameters_keep_the_configurations_words() {
     let text = first.to_string();
     assert!(text.contains(r#"\"train.lr_scheduler\":{\"value\":\"constant\"}"#), "{text}");
 }
+
+#[test]
+fn with_both_memory_savers_a_killed_run_resumes_exactly() {
+    let savers = ["--set", "train.gradient_checkpointing=true", "--set", "train.optimizer=adamw8bit"];
+    let straight = Env::new();
+    let id = run_id(&straight.ok(&train_args(&savers)));
+    let env = Env::new();
+    assert_ne!(env.run_with(&train_args(&savers), &[("DBSWEEP_TEST_CRASH_AT_STEP", "5")]).code, 0);
+    let resumed = env.ok(&train_args(&savers));
+    assert!(resumed.contains("attempt 2"), "{resumed}");
+    assert_eq!(series(&env, &id, "train/loss"), series(&straight, &id, "train/loss"));
+    assert_eq!(final_weights(&env, &id), final_weights(&straight, &id));
+    // The savers change memory, not the run: checkpointing alone gives the plain run's losses
+    // to rounding, and 8-bit moments stay close to f32 ones over these steps.
+    let plain = Env::new();
+    let plain_id = run_id(&plain.ok(&train_args(&[])));
+    let checkpointed = Env::new();
+    let ckpt_id = run_id(&checkpointed.ok(&train_args(&savers[..2])));
+    let (a, b) = (series(&plain, &plain_id, "train/loss"), series(&checkpointed, &ckpt_id, "train/loss"));
+    assert!(a.iter().zip(&b).all(|(x, y)| (x.1 - y.1).abs() <= 1e-5 * x.1.abs()), "{a:?}\n{b:?}");
+    let eight = series(&straight, &id, "train/loss");
+    assert!(a.iter().zip(&eight).all(|(x, y)| (x.1 - y.1).abs() <= 0.05 * x.1.abs()), "{a:?}\n{eight:?}");
+}

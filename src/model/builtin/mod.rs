@@ -21,6 +21,7 @@ use super::attention::AttentionMode;
 use super::check::ModelGeometry;
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::error::{ModelError, Result};
+use super::lora::targets::Layer;
 use super::unet::{UNet2DConditionModel, UNetConfig};
 use super::vae::{AutoencoderKL, VaeConfig};
 use super::weights;
@@ -225,6 +226,18 @@ pub fn check(model: &str) -> Result<ModelGeometry> {
     let vae: VaeConfig = serde_json::from_value((spec.vae)()).expect("built-in configs parse");
     let vae_scale_factor = 1 << (vae.block_out_channels.len() - 1);
     Ok(ModelGeometry { vae_scale_factor, size_multiple: vae_scale_factor << (unet.block_out_channels.len() - 1) })
+}
+
+/// The linear layers of the UNet and text encoder of the model `model` names (a built-in name
+/// or a folder), found from its configs alone.
+pub fn linear_layers(model: &str) -> Result<(Vec<Layer>, Vec<Layer>)> {
+    let Some(spec) = MODELS.iter().find(|m| m.name == model) else {
+        return super::check::folder_linear_layers(&resolve(model, Path::new(""))?);
+    };
+    let unet: UNetConfig = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
+    let text: ClipTextConfig = serde_json::from_value((spec.text)()).expect("built-in configs parse");
+    let path = Path::new(spec.name);
+    super::check::linear_layers(&unet, path, &text, path)
 }
 
 /// The folder of the built-in model under `models_dir`, written on first use.

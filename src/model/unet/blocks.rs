@@ -2,12 +2,12 @@
 //! `Transformer2DModel` with `BasicTransformerBlock`s, and the down, mid and up blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::conv::Conv2d;
 use crate::model::group_norm::GroupNorm;
-use crate::model::nn::{LayerNorm, linear};
+use crate::model::nn::{LayerNorm, Linear, VisitLinears, linear};
 
 /// Two group-norm + SiLU + 3x3 convolutions with the time embedding added in between.
 #[derive(Clone, Debug)]
@@ -57,6 +57,12 @@ impl ResnetBlock2D {
     }
 }
 
+impl VisitLinears for ResnetBlock2D {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        self.time_emb_proj.visit_linears(f)
+    }
+}
+
 /// Multi-head attention with diffusers' `to_q`/`to_k`/`to_v`/`to_out.0` projections.
 #[derive(Clone, Debug)]
 pub struct CrossAttention {
@@ -96,6 +102,14 @@ impl CrossAttention {
     }
 }
 
+impl VisitLinears for CrossAttention {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        for linear in [&mut self.to_q, &mut self.to_k, &mut self.to_v, &mut self.to_out] {
+            f(linear)
+        }
+    }
+}
+
 /// Self-attention, cross-attention and a GEGLU feed-forward, each pre-normed and residual.
 #[derive(Clone, Debug)]
 struct BasicTransformerBlock {
@@ -129,6 +143,15 @@ impl BasicTransformerBlock {
         let halves = projected.chunk(2, candle_core::D::Minus1)?;
         let geglu = (&halves[0] * halves[1].gelu_erf()?)?;
         self.ff_out.forward(&geglu)? + xs
+    }
+}
+
+impl VisitLinears for BasicTransformerBlock {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        self.attn1.visit_linears(f);
+        self.attn2.visit_linears(f);
+        f(&mut self.ff_proj);
+        f(&mut self.ff_out);
     }
 }
 
@@ -197,6 +220,14 @@ impl Transformer2D {
         })
     }
 
+    /// The linear projection in or out, if the block has one (SD 2.x).
+    fn linear_projection(projection: &mut Projection) -> Option<&mut Linear> {
+        match projection {
+            Projection::Linear(linear) => Some(linear),
+            Projection::Conv(_) => None,
+        }
+    }
+
     /// `xs` [b, c, h, w] attending to `context` [b, tokens, context_dim].
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
@@ -215,5 +246,17 @@ impl Transformer2D {
             Projection::Linear(lin) => to_image(&lin.forward(&tokens)?)?,
         };
         out + xs
+    }
+}
+
+impl VisitLinears for Transformer2D {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        if let Some(linear) = Self::linear_projection(&mut self.proj_in) {
+            f(linear)
+        }
+        self.blocks.visit_linears(f);
+        if let Some(linear) = Self::linear_projection(&mut self.proj_out) {
+            f(linear)
+        }
     }
 }

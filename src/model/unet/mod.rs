@@ -8,9 +8,10 @@ mod blocks;
 mod config;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Module, Result as CResult, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 pub use blocks::{ResnetBlock2D, Transformer2D, TransformerSpec};
 pub use config::{Level, UNetConfig};
@@ -19,13 +20,21 @@ use super::attention::AttentionMode;
 use super::conv::Conv2d;
 use super::error::Result;
 use super::group_norm::GroupNorm;
-use super::nn::linear;
+use super::nn::{Linear, VisitLinears, linear};
+use super::recompute::Recompute;
 
 #[derive(Clone, Debug)]
 struct Block {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2D>,
     resample: Option<Conv2d>,
+}
+
+impl VisitLinears for Block {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        self.resnets.visit_linears(f);
+        self.attentions.visit_linears(f);
+    }
 }
 
 /// The denoising UNet.
@@ -42,6 +51,8 @@ pub struct UNet2DConditionModel {
     up: Vec<Block>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// Gradient checkpointing of every resnet and transformer block, when set.
+    recompute: Option<Arc<Recompute>>,
 }
 
 impl UNet2DConditionModel {
@@ -142,7 +153,36 @@ impl UNet2DConditionModel {
             up,
             conv_norm_out: GroupNorm::new(groups, c0, eps, vb.pp("conv_norm_out"))?,
             conv_out: Conv2d::new(c0, cfg.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
+            recompute: None,
         })
+    }
+
+    /// Checkpoints every resnet and transformer block with `recompute` (training with
+    /// `train.gradient_checkpointing`), or stops with `None`.
+    pub fn set_recompute(&mut self, recompute: Option<Arc<Recompute>>) {
+        self.recompute = recompute;
+    }
+
+    /// `resnet` on `xs` with the time embedding, checkpointed when set.
+    fn resnet(&self, resnet: &ResnetBlock2D, xs: &Tensor, temb: &Tensor) -> CResult<Tensor> {
+        match &self.recompute {
+            None => resnet.forward(xs, Some(temb)),
+            Some(r) => {
+                let block = resnet.clone();
+                r.checkpoint(xs, temb, Arc::new(move |x: &Tensor, t: &Tensor| block.forward(x, Some(t))))
+            }
+        }
+    }
+
+    /// `attention` on `xs` attending to `context`, checkpointed when set.
+    fn transformer(&self, attention: &Transformer2D, xs: &Tensor, context: &Tensor) -> CResult<Tensor> {
+        match &self.recompute {
+            None => attention.forward(xs, context),
+            Some(r) => {
+                let block = attention.clone();
+                r.checkpoint(xs, context, Arc::new(move |x: &Tensor, c: &Tensor| block.forward(x, c)))
+            }
+        }
     }
 
     /// Sinusoidal embedding of `timesteps` [batch] (diffusers' `get_timestep_embedding`).
@@ -165,9 +205,9 @@ impl UNet2DConditionModel {
         let mut skips = vec![xs.clone()];
         for block in &self.down {
             for (j, resnet) in block.resnets.iter().enumerate() {
-                xs = resnet.forward(&xs, Some(&temb))?;
+                xs = self.resnet(resnet, &xs, &temb)?;
                 if let Some(attn) = block.attentions.get(j) {
-                    xs = attn.forward(&xs, context)?;
+                    xs = self.transformer(attn, &xs, context)?;
                 }
                 skips.push(xs.clone());
             }
@@ -176,15 +216,15 @@ impl UNet2DConditionModel {
                 skips.push(xs.clone());
             }
         }
-        xs = self.mid.0.forward(&xs, Some(&temb))?;
-        xs = self.mid.1.forward(&xs, context)?;
-        xs = self.mid.2.forward(&xs, Some(&temb))?;
+        xs = self.resnet(&self.mid.0, &xs, &temb)?;
+        xs = self.transformer(&self.mid.1, &xs, context)?;
+        xs = self.resnet(&self.mid.2, &xs, &temb)?;
         for block in &self.up {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("unbalanced UNet skips".into()))?;
-                xs = resnet.forward(&Tensor::cat(&[&xs, &skip], 1)?, Some(&temb))?;
+                xs = self.resnet(resnet, &Tensor::cat(&[&xs, &skip], 1)?, &temb)?;
                 if let Some(attn) = block.attentions.get(j) {
-                    xs = attn.forward(&xs, context)?;
+                    xs = self.transformer(attn, &xs, context)?;
                 }
             }
             if let Some(up) = &block.resample {
@@ -193,5 +233,17 @@ impl UNet2DConditionModel {
             }
         }
         self.conv_out.forward(&self.conv_norm_out.forward(&xs)?.silu()?)
+    }
+}
+
+impl VisitLinears for UNet2DConditionModel {
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&mut Linear)) {
+        f(&mut self.time_linear_1);
+        f(&mut self.time_linear_2);
+        self.down.visit_linears(f);
+        self.mid.0.visit_linears(f);
+        self.mid.1.visit_linears(f);
+        self.mid.2.visit_linears(f);
+        self.up.visit_linears(f);
     }
 }

@@ -9,14 +9,14 @@
 use std::path::Path;
 
 use candle_core::{IndexOp, Module, Result as CResult, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::bicubic;
 use super::patch::PatchEmbedding;
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::clip::Activation;
 use crate::model::error::{ModelError, Result};
-use crate::model::nn::{LayerNorm, linear};
+use crate::model::nn::{LayerNorm, Linear, linear};
 
 /// The feed-forward part of a block.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,8 +130,8 @@ impl Mlp {
                 // `x1, x2 = weights_in(x).chunk(2, -1)`: the first half is the gate.
                 let half = |t: &Tensor, i: usize| t.narrow(0, i * h, h);
                 Mlp::SwiGlu {
-                    gate: Linear::new(half(&w, 0)?, Some(half(&b, 0)?)),
-                    up: Linear::new(half(&w, 1)?, Some(half(&b, 1)?)),
+                    gate: Linear::new(half(&w, 0)?, Some(half(&b, 0)?), vb.pp(w_in).prefix()),
+                    up: Linear::new(half(&w, 1)?, Some(half(&b, 1)?), vb.pp(w_in).prefix()),
                     down: linear(h, d, true, vb.pp(w_out))?,
                 }
             }

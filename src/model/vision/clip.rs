@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::config_path;
@@ -27,7 +27,7 @@ use super::weights::{self, Source};
 use crate::model::clip::{Activation, ClipEncoder, ClipEncoderSpec, ClipTextConfig, ClipTextModel};
 use crate::model::error::{ModelError, Result};
 use crate::model::json;
-use crate::model::nn::{LayerNorm, linear};
+use crate::model::nn::{LayerNorm, Linear, linear};
 use crate::model::tokenizer::ClipTokenizer;
 
 /// `text_config` of a `CLIPConfig`.

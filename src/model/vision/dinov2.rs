@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::backbone::{CommonConfig, Layout, MlpKind, SwiGluNames};
 use super::config_path;
-use super::weights::Source;
 use super::vit::VitModel;
+use super::weights::Source;
 use crate::model::error::{ModelError, Result};
 use crate::model::json;
 

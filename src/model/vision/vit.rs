@@ -16,9 +16,9 @@ use candle_core::{Device, IndexOp, Tensor};
 use serde::Deserialize;
 
 use super::backbone::{Backbone, BackboneSpec, CommonConfig, Layout, MlpKind};
+use super::config_path;
 use super::preprocess::Preprocessor;
 use super::weights::{self, Source};
-use super::config_path;
 use crate::model::error::Result;
 use crate::model::json;
 

@@ -26,7 +26,14 @@ use crate::model::error::{ModelError, Result};
 struct SharedRandom(std::sync::Arc<RandomWeights>);
 
 impl SimpleBackend for SharedRandom {
-    fn get(&self, s: Shape, name: &str, init: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.get(s, name, init, dtype, dev)
     }
 
@@ -129,9 +136,12 @@ pub fn build<M>(
 ) -> Result<M> {
     if let Source::Random(seed) = source {
         let backend = std::sync::Arc::new(RandomWeights { seed, drawn: Mutex::default() });
-        let built = build(VarBuilder::from_backend(Box::new(SharedRandom(backend.clone())), DType::F32, device.clone()))?;
+        let built =
+            build(VarBuilder::from_backend(Box::new(SharedRandom(backend.clone())), DType::F32, device.clone()))?;
         let drawn = std::mem::take(&mut *backend.drawn.lock().unwrap_or_else(|e| e.into_inner()));
-        let write = |tmp: &Path| candle_core::safetensors::save(&drawn.into_iter().collect(), tmp).map_err(std::io::Error::other);
+        let write = |tmp: &Path| {
+            candle_core::safetensors::save(&drawn.into_iter().collect(), tmp).map_err(std::io::Error::other)
+        };
         crate::atomic_file::write_with(path, write)
             .map_err(|e| ModelError::Write { path: path.to_path_buf(), message: e.to_string() })?;
         return Ok(built);

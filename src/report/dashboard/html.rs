@@ -72,7 +72,6 @@ pub fn file_url(path: &Path) -> String {
     url
 }
 
-
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;background:#fff}
 h1{font-size:1.5em;margin:0 0 4px}h2{font-size:1.2em;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -274,7 +273,6 @@ fn table(h: &mut String, d: &Dashboard, goal: &str) {
     }
     h.push_str("</tbody></table>\n");
 }
-
 
 /// Distinct values of `key` over `runs`, ordered.
 fn distinct(runs: &[&RunView], key: &str) -> Vec<Value> {

@@ -176,7 +176,6 @@ fn best_run(runs: &[RunView], goal: Goal) -> Option<usize> {
     goal.best(eligible, |(_, v)| v).map(|(i, _)| i)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +241,15 @@ mod tests {
             total: 8,
         };
         let keys = axis_keys(&runs);
-        let d = Dashboard { sweep, metric: "val/loss".into(), goal: Goal::Minimize, keys, runs, best: Some(0), front: None };
+        let d = Dashboard {
+            sweep,
+            metric: "val/loss".into(),
+            goal: Goal::Minimize,
+            keys,
+            runs,
+            best: Some(0),
+            front: None,
+        };
         let html = render(&d);
         assert!(html.contains("Sweep &lt;s&gt;") && !html.contains("<s>"));
         assert_eq!(html.matches("<table class=\"grid\">").count(), 2);

@@ -28,10 +28,22 @@ pub(super) fn scatter(h: &mut String, d: &Dashboard, front: &Front) {
     frame.open(h, &format!("{} against {}", ay.metric, ax.metric), &ax.metric, false);
     let on_front = &front.points[..front.front];
     let line: Vec<String> = on_front.iter().map(|p| format!("{:.1},{:.1}", frame.px(p.x), frame.py(p.y))).collect();
-    let _ = write!(h, "<polyline class=\"front\" points=\"{}\" fill=\"none\" stroke=\"#e0a800\" stroke-width=\"2\"/>", line.join(" "));
+    let _ = write!(
+        h,
+        "<polyline class=\"front\" points=\"{}\" fill=\"none\" stroke=\"#e0a800\" stroke-width=\"2\"/>",
+        line.join(" ")
+    );
     for (k, p) in front.points.iter().enumerate() {
         let run = d.runs.iter().position(|r| r.row.id == p.run_id).unwrap_or(0);
-        let title = format!("{} step {}: {} {}, {} {}", p.run_id, p.step, ax.metric, show_number(p.x), ay.metric, show_number(p.y));
+        let title = format!(
+            "{} step {}: {} {}, {} {}",
+            p.run_id,
+            p.step,
+            ax.metric,
+            show_number(p.x),
+            ay.metric,
+            show_number(p.y)
+        );
         let ring = if k < front.front { " stroke=\"#e0a800\" stroke-width=\"2.5\"" } else { "" };
         let _ = write!(
             h,

@@ -1,0 +1,120 @@
+//! What the memory savers save and cost: one DreamBooth training step of the built-in tiny
+//! model at 256 px (batch 1 instance + 1 class image, UNet and text encoder trained), with and
+//! without gradient checkpointing and with AdamW against 8-bit AdamW, each in a fresh child
+//! process, side by side with the plain step:
+//!
+//! - step time (after a warm-up step);
+//! - step memory: the most memory live at once during a step (forward, backward, update) above
+//!   what was live before it (the model and the optimiser state), counted by the allocator:
+//!   activations, gradients and temporaries;
+//! - optimiser state: the bytes of AdamW's moments;
+//! - the process's peak resident memory.
+//!
+//! `cargo bench --bench memory`.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{StepRig, peak_rss_mib};
+use dbsweep::config::{ExperimentConfig, OptimizerKind};
+use dbsweep::model::builtin;
+
+const CHILD: &str = "DBSWEEP_BENCH_CHILD";
+const RESOLUTION: usize = 256;
+
+/// mimalloc (as the `dbsweep` binary uses), counting the bytes live and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn grew(bytes: usize) {
+    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to mimalloc unchanged; only counters are updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        unsafe { INNER.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { INNER.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        unsafe { INNER.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            grew(new_size - layout.size());
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One configuration's figures: ms per step, step memory, optimiser state (bytes), peak RSS.
+fn child(checkpointing: bool, optimizer: OptimizerKind) -> (f64, usize, usize, f64) {
+    let models = tempfile::tempdir().unwrap();
+    let folder = builtin::resolve(builtin::NAME, models.path()).unwrap();
+    let mut cfg = ExperimentConfig::default();
+    cfg.train.train_text_encoder = true;
+    cfg.train.gradient_checkpointing = checkpointing;
+    cfg.train.optimizer = optimizer;
+    let mut rig = StepRig::new(&folder, &cfg, RESOLUTION, 2);
+    let ms = rig.time(3);
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    rig.step();
+    let step_bytes = PEAK.load(Ordering::Relaxed) - before;
+    (ms, step_bytes, rig.optimizer.state_bytes(), peak_rss_mib())
+}
+
+fn main() {
+    dbsweep::allocator::keep_freed_memory();
+    if let Ok(spec) = std::env::var(CHILD) {
+        let checkpointing = spec.starts_with("ckpt");
+        let optimizer = if spec.ends_with("8bit") { OptimizerKind::Adamw8bit } else { OptimizerKind::Adamw };
+        let (ms, step, state, rss) = child(checkpointing, optimizer);
+        println!("{ms} {step} {state} {rss}");
+        return;
+    }
+    println!("one training step, builtin:tiny at {RESOLUTION} px, batch 1 + 1 class image, UNet and text encoder");
+    println!(
+        "{:<34} {:>9} {:>7} {:>12} {:>7} {:>11} {:>7} {:>9}",
+        "configuration", "ms/step", "ratio", "step MB", "ratio", "state MB", "ratio", "RSS MB"
+    );
+    let mut baseline: Option<(f64, f64, f64)> = None;
+    for (name, spec) in [
+        ("adamw (baseline)", "plain-adamw"),
+        ("adamw + gradient checkpointing", "ckpt-adamw"),
+        ("adamw8bit", "plain-adamw8bit"),
+        ("adamw8bit + gradient checkpointing", "ckpt-adamw8bit"),
+    ] {
+        let out = Command::new(std::env::current_exe().unwrap()).env(CHILD, spec).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (ms, step, state, rss) = (v[0], v[1] / (1 << 20) as f64, v[2] / (1 << 20) as f64, v[3]);
+        let base = *baseline.get_or_insert((ms, step, state));
+        println!(
+            "{name:<34} {ms:>9.1} {:>6.2}x {step:>12.1} {:>6.2}x {state:>11.2} {:>6.2}x {rss:>9.0}",
+            ms / base.0,
+            step / base.1,
+            state / base.2
+        );
+    }
+}
