@@ -19,6 +19,7 @@ use std::process::Command;
 
 use common::{StepRig, peak_rss_mib};
 use dbsweep::config::{ExperimentConfig, TrainMethod};
+use dbsweep::model::attention::AttentionMode;
 
 const CHILD: &str = "DBSWEEP_BENCH_CHILD";
 
@@ -35,7 +36,7 @@ fn child(resolution: usize, batch: usize, steps: usize, method: TrainMethod) -> 
     let mut cfg = ExperimentConfig::default();
     cfg.train.method = method;
     cfg.train.train_text_encoder = method == TrainMethod::Full;
-    StepRig::new(&repo().join("tests/fixtures/sd1"), &cfg, resolution, batch).time(steps)
+    StepRig::new(&repo().join("tests/fixtures/sd1"), &cfg, resolution, batch, AttentionMode::Full, false).time(steps)
 }
 
 fn torch_python() -> Option<PathBuf> {

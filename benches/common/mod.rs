@@ -34,7 +34,9 @@ pub fn dbsweep(root: &Path, args: &[&str]) -> (f64, String) {
 
 /// One DreamBooth training step of a model as the trainer computes it (VAE encode, text
 /// encoder, UNet forward and backward with the run's trainable modules, AdamW), on random
-/// images of one size; `batch` rows, half instance and half class prompts.
+/// images of one size; `batch` rows, half instance and half class prompts. With cached
+/// latents the images are encoded once, as the trainer does for centre-cropped images, and
+/// each step only samples from their latent distributions.
 pub struct StepRig {
     /// The model.
     pub model: StableDiffusion,
@@ -44,15 +46,26 @@ pub struct StepRig {
     pub optimizer: AdamW,
     ids: Tensor,
     images: Tensor,
+    /// The images' latent mean and log-variance, when they are encoded once.
+    cached: Option<(Tensor, Tensor)>,
     rng: Rng,
     train_text: bool,
+    mode: AttentionMode,
 }
 
 impl StepRig {
-    /// The model in `folder` set up for `cfg` (its method, optimiser, savers, text encoder).
-    pub fn new(folder: &Path, cfg: &ExperimentConfig, resolution: usize, batch: usize) -> Self {
+    /// The model in `folder` set up for `cfg` (its method, optimiser, savers, text encoder),
+    /// attending as `mode` says; `cache_latents` encodes the images once instead of every step.
+    pub fn new(
+        folder: &Path,
+        cfg: &ExperimentConfig,
+        resolution: usize,
+        batch: usize,
+        mode: AttentionMode,
+        cache_latents: bool,
+    ) -> Self {
         let dev = Device::Cpu;
-        let mut model = StableDiffusion::load(folder, &dev, AttentionMode::Full).unwrap();
+        let mut model = StableDiffusion::load(folder, &dev, mode).unwrap();
         let trainable = Trainable::new(cfg, &mut model, DType::F32).unwrap();
         let half = batch / 2;
         let prompts: Vec<&str> =
@@ -64,21 +77,32 @@ impl StepRig {
         let images = Tensor::from_vec(images, (batch, 3, resolution, resolution), &dev).unwrap();
         let adam = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
         let optimizer = AdamW::new(trainable.parameters(&model), adam, cfg.train.optimizer).unwrap();
-        Self { model, trainable, optimizer, ids, images, rng, train_text: cfg.train.train_text_encoder }
+        let cached = cache_latents.then(|| {
+            let dist = model.vae.encode(&images).unwrap();
+            (dist.mean.detach(), dist.logvar.detach())
+        });
+        let train_text = cfg.train.train_text_encoder;
+        Self { model, trainable, optimizer, ids, images, cached, rng, train_text, mode }
     }
 
     /// One step; returns its loss.
     pub fn step(&mut self) -> f32 {
         let (model, dev) = (&self.model, Device::Cpu);
         let rng = &mut self.rng;
-        let dist = model.vae.encode(&self.images).unwrap();
-        let eps = Tensor::from_vec(rng.normals_f32(dist.mean.elem_count()), dist.mean.shape(), &dev).unwrap();
-        let latents = (&dist.mean + ((&dist.logvar * 0.5).unwrap().exp().unwrap() * eps).unwrap()).unwrap();
+        let (mean, logvar) = match &self.cached {
+            Some(cached) => cached.clone(),
+            None => {
+                let dist = model.vae.encode(&self.images).unwrap();
+                (dist.mean, dist.logvar)
+            }
+        };
+        let eps = Tensor::from_vec(rng.normals_f32(mean.elem_count()), mean.shape(), &dev).unwrap();
+        let latents = (&mean + ((&logvar * 0.5).unwrap().exp().unwrap() * eps).unwrap()).unwrap();
         let latents = model.vae.scale(&latents).unwrap().detach();
         let noise = Tensor::from_vec(rng.normals_f32(latents.elem_count()), latents.shape(), &dev).unwrap();
         let ts: Vec<usize> = (0..latents.dim(0).unwrap()).map(|_| rng.below(1000) as usize).collect();
         let noisy = model.schedule.add_noise(&latents, &noise, &ts).unwrap();
-        let built = self.trainable.step_models(model, DType::F32, self.train_text, AttentionMode::Full, 0).unwrap();
+        let built = self.trainable.step_models(model, DType::F32, self.train_text, self.mode, 0).unwrap();
         let unet = built.as_ref().map_or(&model.unet, |b| &b.unet);
         let hidden = match built.as_ref().and_then(|b| b.text_encoder.as_ref()) {
             Some(text) => text.forward(&self.ids).unwrap(),

@@ -75,6 +75,19 @@ pub fn linear_layers(
     Ok((layers(&mut unet), layers(&mut text)))
 }
 
+/// The number of values of every weight of the UNet and the text encoder that `unet` and
+/// `text` describe (read from `unet_path` and `text_path`), found without any weights.
+pub fn parameter_sizes(
+    unet: &UNetConfig,
+    unet_path: &Path,
+    text: &ClipTextConfig,
+    text_path: &Path,
+) -> Result<Vec<usize>> {
+    let mut shapes = wanted(|vb| UNet2DConditionModel::new(vb, unet, unet_path, AttentionMode::Full).map(drop))?;
+    shapes.extend(wanted(|vb| ClipTextModel::new(vb, text, text_path).map(drop))?);
+    Ok(shapes.into_iter().map(|(_, dims)| dims.iter().product()).collect())
+}
+
 /// The linear layers of the UNet and text encoder of the diffusers folder `folder`.
 pub fn folder_linear_layers(folder: &Path) -> Result<(Vec<Layer>, Vec<Layer>)> {
     let unet_path = component(folder, "unet/config.json")?;

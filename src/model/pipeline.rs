@@ -133,9 +133,18 @@ impl StableDiffusion {
         let vae_cfg_path = component(folder, "vae/config.json")?;
         let vae_config: VaeConfig = json::read(&vae_cfg_path)?;
         let vae_vars = VarMap::new();
-        let vae =
-            AutoencoderKL::new(VarBuilder::from_varmap(&vae_vars, DType::F32, device), &vae_config, &vae_cfg_path)?;
+        AutoencoderKL::new(VarBuilder::from_varmap(&vae_vars, DType::F32, device), &vae_config, &vae_cfg_path)?;
         weights::load_into(&vae_vars, &component(folder, "vae/diffusion_pytorch_model.safetensors")?)?;
+        // The VAE is never trained: built on detached weights, its passes record no graph, so
+        // encoding keeps no intermediates alive and costs no backward bookkeeping.
+        let frozen = vae_vars
+            .data()
+            .lock()
+            .expect("variable map lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let vae = AutoencoderKL::new(VarBuilder::from_tensors(frozen, DType::F32, device), &vae_config, &vae_cfg_path)?;
 
         let tokenizer = ClipTokenizer::load(&folder.join("tokenizer"))?;
         let sched_path = component(folder, "scheduler/scheduler_config.json")?;

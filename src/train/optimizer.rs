@@ -31,6 +31,18 @@ pub struct AdamWConfig {
 /// `min_8bit_size`): their state is negligible and 8 bits would cost them accuracy.
 pub const MIN_8BIT_SIZE: usize = 4096;
 
+/// Bytes the two moments of a parameter of `n` values take with `kind`: 4 each in f32, or per
+/// block of 256 one byte each and a 4-byte scale (parameters under [`MIN_8BIT_SIZE`] keep f32).
+pub fn state_bytes(n: usize, kind: OptimizerKind) -> usize {
+    match kind {
+        OptimizerKind::Adamw8bit if n >= MIN_8BIT_SIZE => {
+            let blocks = n.div_ceil(super::quantize::BLOCK);
+            2 * (blocks * super::quantize::BLOCK + 4 * blocks)
+        }
+        _ => 8 * n,
+    }
+}
+
 /// A parameter's first and second moments.
 pub enum Moments {
     /// In f32.
@@ -149,13 +161,8 @@ impl AdamW {
 
     /// Bytes the moments take.
     pub fn state_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|(_, s)| match &s.moments {
-                Moments::Full { m, v } => 4 * (m.elem_count() + v.elem_count()),
-                Moments::Quantized { m, v } => m.bytes() + v.bytes(),
-            })
-            .sum()
+        let kind = if self.maps.is_some() { OptimizerKind::Adamw8bit } else { OptimizerKind::Adamw };
+        self.slots.iter().map(|(_, s)| state_bytes(s.var.elem_count(), kind)).sum()
     }
 
     /// The moments and the step count as named tensors, for a checkpoint: `m.NAME` and

@@ -5,8 +5,9 @@
 //! of a "dynamic" map (an exponent and a fraction, dense near zero). The first moment uses the
 //! signed map, the second (never negative) the unsigned one.
 //!
-//! Quantising and dequantising are candle ops (a binary search over the codes' midpoints with
-//! gathers and comparisons), so the same code runs on every device.
+//! Quantising is a binary search over the codes' midpoints: on the CPU a plain loop over the
+//! values (one pass), elsewhere candle ops (gathers and comparisons, eight passes) so the same
+//! code runs on every device; a test holds the two to the same codes.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -21,6 +22,10 @@ pub struct DynamicMap {
     /// Midpoints between neighbouring codes: a value is stored as the number of midpoints
     /// below it (torch's `bucketize`), i.e. its nearest code.
     bounds: Tensor,
+    /// The codes, in host memory.
+    host_codes: Vec<f32>,
+    /// The midpoints, in host memory.
+    host_bounds: Vec<f32>,
 }
 
 /// A tensor quantised block-wise to 8 bits.
@@ -63,11 +68,50 @@ impl DynamicMap {
     pub fn new(signed: bool, device: &Device) -> Result<Self> {
         let codes = dynamic_codes(signed);
         let bounds: Vec<f32> = codes.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
-        Ok(Self { codes: Tensor::new(codes, device)?, bounds: Tensor::new(bounds, device)? })
+        Ok(Self {
+            codes: Tensor::new(codes.as_slice(), device)?,
+            bounds: Tensor::new(bounds.as_slice(), device)?,
+            host_codes: codes,
+            host_bounds: bounds,
+        })
     }
 
     /// `x` (any shape, f32) quantised block by block.
     pub fn quantize(&self, x: &Tensor) -> Result<Quantized> {
+        match x.device() {
+            Device::Cpu => self.quantize_on_host(x, false),
+            _ => self.quantize_with_ops(x),
+        }
+    }
+
+    /// [`DynamicMap::quantize`] (with `keep_sign`, [`DynamicMap::quantize_keeping_sign`]) as
+    /// one loop over the values in host memory.
+    fn quantize_on_host(&self, x: &Tensor, keep_sign: bool) -> Result<Quantized> {
+        let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let blocks = flat.len().div_ceil(BLOCK).max(1);
+        let code_of = |v: f32, scale: f32| {
+            let index = self.host_bounds.partition_point(|m| *m < (v / scale).clamp(-1.0, 1.0));
+            let value = self.host_codes[index];
+            let shifted = match () {
+                _ if keep_sign && v > 0.0 && value < 0.0 => index + 1,
+                _ if keep_sign && v < 0.0 && value >= 0.0 => index.saturating_sub(1),
+                _ => index,
+            };
+            shifted.min(255) as u8
+        };
+        let mut codes = vec![code_of(0.0, 1.0); blocks * BLOCK];
+        let mut absmax = vec![1e-38f32; blocks];
+        for ((block, out), scale) in flat.chunks(BLOCK).zip(codes.chunks_mut(BLOCK)).zip(&mut absmax) {
+            *scale = block.iter().fold(1e-38f32, |m, v| m.max(v.abs()));
+            for (v, code) in block.iter().zip(out) {
+                *code = code_of(*v, *scale);
+            }
+        }
+        Ok(Quantized { codes: Tensor::new(codes, x.device())?, absmax: Tensor::new(absmax, x.device())? })
+    }
+
+    /// [`DynamicMap::quantize`] in candle ops, for any device.
+    fn quantize_with_ops(&self, x: &Tensor) -> Result<Quantized> {
         let n = x.elem_count();
         let blocks = n.div_ceil(BLOCK).max(1);
         let flat = x.flatten_all()?.to_dtype(DType::F32)?;
@@ -93,7 +137,15 @@ impl DynamicMap {
     /// first moment's sign: a negative value never rounds to zero or above, a positive one never
     /// below zero (it may round to zero, whose sign bit is its own).
     pub fn quantize_keeping_sign(&self, x: &Tensor) -> Result<Quantized> {
-        let q = self.quantize(x)?;
+        match x.device() {
+            Device::Cpu => self.quantize_on_host(x, true),
+            _ => self.keep_sign_with_ops(x),
+        }
+    }
+
+    /// [`DynamicMap::quantize_keeping_sign`] in candle ops, for any device.
+    fn keep_sign_with_ops(&self, x: &Tensor) -> Result<Quantized> {
+        let q = self.quantize_with_ops(x)?;
         let n = x.elem_count();
         let flat = x.flatten_all()?.to_dtype(DType::F32)?;
         let flat = flat.pad_with_zeros(0, 0, q.codes.elem_count() - n)?;
@@ -112,13 +164,6 @@ impl DynamicMap {
         let blocks = q.absmax.elem_count();
         let scaled = values.reshape((blocks, BLOCK))?.broadcast_mul(&q.absmax.unsqueeze(1)?)?;
         scaled.flatten_all()?.narrow(0, 0, shape.elem_count())?.reshape(shape)
-    }
-}
-
-impl Quantized {
-    /// Bytes the quantised state takes (codes and scales).
-    pub fn bytes(&self) -> usize {
-        self.codes.elem_count() + 4 * self.absmax.elem_count()
     }
 }
 
@@ -161,7 +206,6 @@ mod tests {
             let nearest = codes.iter().min_by(|x, y| (*x - v / a).abs().total_cmp(&(*y - v / a).abs())).unwrap();
             assert!((b - nearest * a).abs() <= 1e-6 * a, "{i}: {v} -> {b}, nearest {}", nearest * a);
         }
-        assert_eq!(q.bytes(), 768 + 12);
         // Keeping the sign: a tiny negative value lands on the smallest negative code, not 0.
         let tiny = Tensor::new(&[1e-9f32, -1e-9, 1.0], &dev).unwrap();
         let kept = map.quantize_keeping_sign(&tiny).unwrap();
@@ -173,5 +217,30 @@ mod tests {
         let uq = DynamicMap::new(false, &dev).unwrap();
         let back = uq.dequantize(&uq.quantize(&sq).unwrap(), sq.shape()).unwrap();
         assert!(back.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn the_host_loop_and_the_device_ops_give_the_same_codes() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::new(7);
+        // A partial block, zeros, exact midpoints, tiny values of both signs and wide scales.
+        let mut values: Vec<f32> = rng.normals_f32(1000);
+        values[..100].iter_mut().for_each(|v| *v *= 1e-7);
+        values[100..110].fill(0.0);
+        values[300..556].fill(0.0);
+        let signed = DynamicMap::new(true, &dev).unwrap();
+        values[600] = 4.0;
+        values[601] = 4.0 * signed.host_bounds[100];
+        values[602] = -4.0 * 1e-8;
+        let x = Tensor::from_vec(values, (10, 100), &dev).unwrap();
+        let same = |a: Quantized, b: Quantized| {
+            assert_eq!(a.codes.to_vec1::<u8>().unwrap(), b.codes.to_vec1::<u8>().unwrap());
+            assert_eq!(a.absmax.to_vec1::<f32>().unwrap(), b.absmax.to_vec1::<f32>().unwrap());
+        };
+        same(signed.quantize_on_host(&x, false).unwrap(), signed.quantize_with_ops(&x).unwrap());
+        same(signed.quantize_on_host(&x, true).unwrap(), signed.keep_sign_with_ops(&x).unwrap());
+        let unsigned = DynamicMap::new(false, &dev).unwrap();
+        let sq = x.sqr().unwrap();
+        same(unsigned.quantize_on_host(&sq, false).unwrap(), unsigned.quantize_with_ops(&sq).unwrap());
     }
 }

@@ -231,13 +231,29 @@ pub fn check(model: &str) -> Result<ModelGeometry> {
 /// The linear layers of the UNet and text encoder of the model `model` names (a built-in name
 /// or a folder), found from its configs alone.
 pub fn linear_layers(model: &str) -> Result<(Vec<Layer>, Vec<Layer>)> {
-    let Some(spec) = MODELS.iter().find(|m| m.name == model) else {
+    let Some((unet, text, name)) = configs(model) else {
         return super::check::folder_linear_layers(&resolve(model, Path::new(""))?);
     };
-    let unet: UNetConfig = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
-    let text: ClipTextConfig = serde_json::from_value((spec.text)()).expect("built-in configs parse");
-    let path = Path::new(spec.name);
-    super::check::linear_layers(&unet, path, &text, path)
+    super::check::linear_layers(&unet, Path::new(name), &text, Path::new(name))
+}
+
+/// The number of values of every weight of the UNet and text encoder of the built-in model
+/// `model`, from its configs (nothing is written).
+pub fn parameter_sizes(model: &str) -> Result<Vec<usize>> {
+    let (unet, text, name) = configs(model).ok_or_else(|| ModelError::Layout {
+        folder: PathBuf::from(model),
+        what: "this built-in model".into(),
+        expected: "a built-in name".into(),
+    })?;
+    super::check::parameter_sizes(&unet, Path::new(name), &text, Path::new(name))
+}
+
+/// The UNet and text-encoder configs of the built-in model `model`, and its name.
+fn configs(model: &str) -> Option<(UNetConfig, ClipTextConfig, &'static str)> {
+    let spec = MODELS.iter().find(|m| m.name == model)?;
+    let unet = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
+    let text = serde_json::from_value((spec.text)()).expect("built-in configs parse");
+    Some((unet, text, spec.name))
 }
 
 /// The folder of the built-in model under `models_dir`, written on first use.
