@@ -4,6 +4,7 @@
 //! swept value has been checked against the configuration schema; the same spec, settings
 //! and seed always expand to the same runs in the same order.
 
+pub mod bayes;
 mod canonical;
 mod draw;
 mod early;
