@@ -14,7 +14,9 @@
 //!   `f = 0.6 (1 - e^(-v/2)) + 0.12 w + 0.25 e^(-2w) + N(0, 0.02^2)`.
 //!   Minimum `0.12 w* + 0.06` at `w* = ln(0.5 / 0.12) / 2` and `u = c(w*)` (lr ≈ 8.2e-6).
 //!
-//! Methods, each for `DBSWEEP_SEARCH_SEEDS` seeds (default 100) and 40 evaluations:
+//! Methods, each for `DBSWEEP_SEARCH_SEEDS` seeds (default 300: enough to tell methods apart
+//! after 10 evaluations, when only the points after the random startup phase differ) and 40
+//! evaluations:
 //! - `bayes`: one slot, each proposal sees every earlier result;
 //! - `bayes x4`: four slots: four points run at a time, the oldest finishes first and its
 //!   slot gets a proposal made with the other three pending (the constant liar at work);
@@ -28,7 +30,9 @@
 //! Printed: median simple regret (the noise-free value of the best point found, by its
 //! observed value, minus the minimum) and its interquartile range after 10, 20 and 40
 //! evaluations; one-sided Mann-Whitney U tests across seeds (normal approximation with tie
-//! and continuity corrections); proposal latency at 100 and 1,000 observations.
+//! and continuity corrections) and, since every method sees the same noise for a seed (and
+//! `bayes` the same startup points as `random`), one-sided Wilcoxon signed-rank tests paired
+//! by seed; proposal latency at 100 and 1,000 observations.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -321,6 +325,33 @@ fn mann_whitney_less(a: &[f64], b: &[f64]) -> f64 {
     0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
 }
 
+/// P-value of the one-sided Wilcoxon signed-rank test that `a` tends to be smaller than `b`,
+/// seed by seed: the bench's methods share each seed's noise, and `bayes` and `random` also
+/// its random startup points, so their regrets are paired. Pairs with equal regrets are
+/// dropped (Wilcoxon's rule, scipy's default); normal approximation with tie and continuity
+/// corrections.
+fn wilcoxon_less(a: &[f64], b: &[f64]) -> f64 {
+    let mut d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).filter(|d| *d != 0.0).collect();
+    if d.is_empty() {
+        return 1.0;
+    }
+    d.sort_by(|x, y| x.abs().total_cmp(&y.abs()));
+    let n = d.len() as f64;
+    let (mut w_plus, mut ties) = (0.0, 0.0);
+    let mut i = 0;
+    while i < d.len() {
+        let j = d[i..].iter().take_while(|v| v.abs() == d[i].abs()).count();
+        let rank = (2 * i + j + 1) as f64 / 2.0;
+        w_plus += rank * d[i..i + j].iter().filter(|v| **v > 0.0).count() as f64;
+        ties += (j * j * j - j) as f64;
+        i += j;
+    }
+    let sd = (n * (n + 1.0) * (2.0 * n + 1.0) / 24.0 - ties / 48.0).sqrt();
+    // A small sum of positive ranks means `a` is smaller: P(W+ <= observed).
+    let z = (w_plus - n * (n + 1.0) / 4.0 + 0.5) / sd;
+    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
+}
+
 fn column(results: &[Vec<f64>], b: usize) -> Vec<f64> {
     results.iter().map(|r| r[b]).collect()
 }
@@ -358,7 +389,8 @@ fn print_tests(results: &Results) {
         for (i, budget) in BUDGETS.iter().enumerate() {
             let (xa, xb) = (column(ra, i), column(rb, i));
             let (less, more) = (mann_whitney_less(&xa, &xb), mann_whitney_less(&xb, &xa));
-            print!("  @{budget:<2} p(<)={less:<7.1e} p(>)={more:<7.1e}");
+            let (paired_less, paired_more) = (wilcoxon_less(&xa, &xb), wilcoxon_less(&xb, &xa));
+            print!("  @{budget:<2} U<{less:<7.1e} U>{more:<7.1e} W<{paired_less:<7.1e} W>{paired_more:<7.1e}");
         }
         println!();
     }
@@ -415,7 +447,7 @@ fn latency() {
 }
 
 fn main() {
-    let seeds: u64 = std::env::var("DBSWEEP_SEARCH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let seeds: u64 = std::env::var("DBSWEEP_SEARCH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let mut optuna = match python() {
         Some(p) => Optuna::start(&p),
         None => None,
@@ -463,7 +495,10 @@ fn main() {
     for (problem, results) in &all {
         print_table(problem, results);
     }
-    println!("\none-sided Mann-Whitney U across seeds: p(<) = P-value that the first has lower regret, p(>) higher");
+    println!(
+        "\none-sided P-values across seeds that the first has lower (<) or higher (>) regret: U = Mann-Whitney U \
+         (unpaired), W = Wilcoxon signed-rank (paired by seed)"
+    );
     for (problem, results) in &all {
         println!(" {}", problem.name);
         print_tests(results);
