@@ -62,11 +62,12 @@ fn proposals_are_a_function_of_their_inputs() {
 #[test]
 fn random_phase_has_the_documented_size() {
     let space = Space::new(&[uniform("a", 0.0, 1.0)]).unwrap();
+    assert_eq!(N_STARTUP, 4, "README.md and the module doc say 4");
     let (_, props) = sweep(&space, &Tpe::new(1), Goal::Minimize, 14, x0);
     let hows: Vec<&str> = props.iter().map(|p| p.how.as_str()).collect();
-    assert_eq!(hows[..N_STARTUP], vec!["random"; N_STARTUP]);
-    assert_eq!(hows[N_STARTUP..], vec!["tpe"; 4]);
-    assert_eq!(props[N_STARTUP].how, How::Tpe { rank: 0, below: 1 });
+    assert_eq!(hows[..4], vec!["random"; 4]);
+    assert_eq!(hows[4..], vec!["tpe"; 10]);
+    assert_eq!(props[4].how, How::Tpe { rank: 0, below: 1 });
     assert_eq!(props[13].observations, 13);
     // Configurable; pending points do not count as observations.
     let tpe = Tpe { settings: Settings { n_startup: 3, ..Settings::default() }, ..Tpe::new(1) };
