@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use dbsweep::config::Location;
 use dbsweep::rng::Rng;
-use dbsweep::sweep::bayes::{Observation, Point, Settings, Space, Tpe};
+use dbsweep::sweep::bayes::{History, Observation, Point, Settings, Space, Tpe};
 use dbsweep::sweep::{Domain, Goal, Located, Parameter};
 use serde_json::{Value, json};
 
@@ -166,7 +166,12 @@ struct Ours<'a> {
 impl Searcher for Ours<'_> {
     fn ask(&mut self) -> (usize, Vec<f64>) {
         let pending: Vec<Point> = self.pending.iter().map(|(_, p)| p.clone()).collect();
-        let p = self.tpe.propose(self.space, self.asked as u64, &self.observations, &pending, Goal::Minimize);
+        let p = self.tpe.propose(
+            self.space,
+            self.asked as u64,
+            &History { observations: &self.observations, pending: &pending, excluded: &[] },
+            Goal::Minimize,
+        );
         let point = p.expect("continuous spaces never run out").point;
         let id = self.asked;
         self.asked += 1;
@@ -434,7 +439,12 @@ fn latency() {
                 let mut ms: Vec<f64> = (0..15)
                     .map(|i| {
                         let start = Instant::now();
-                        std::hint::black_box(tpe.propose(&space, n as u64 + i, &observations, &[], Goal::Minimize));
+                        std::hint::black_box(tpe.propose(
+                            &space,
+                            n as u64 + i,
+                            &History { observations: &observations, ..History::default() },
+                            Goal::Minimize,
+                        ));
                         start.elapsed().as_secs_f64() * 1e3
                     })
                     .collect();

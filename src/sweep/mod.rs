@@ -1,4 +1,5 @@
-//! Sweeps: the sweep-file syntax, grid and random expansion, run ids and config hashes.
+//! Sweeps: the sweep-file syntax, grid and random expansion, bayes search, run ids and config
+//! hashes.
 //!
 //! Invariants: a [`Plan`]'s runs have distinct configuration hashes and distinct ids; every
 //! swept value has been checked against the configuration schema; the same spec, settings
@@ -21,7 +22,7 @@ pub use identity::{ADDED_LATER, DATA_KEYS, Fingerprints, strip_late_defaults};
 pub use parse::{load, parse};
 pub use plan::{MAX_POINTS, Plan, PlannedRun};
 pub use run_id::{ConfigHash, MIN_HEX, looks_like_run_id, run_id};
-pub use spec::{Domain, EarlyTerminate, Located, Method, Metric, Parameter, SweepSpec};
+pub use spec::{Domain, EarlyTerminate, Located, Method, Metric, MetricUse, Parameter, SweepSpec};
 
 #[cfg(test)]
 mod tests;

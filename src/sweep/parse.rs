@@ -1,12 +1,13 @@
 //! Parsing sweep files into a [`SweepSpec`], every problem reported at once with its file,
-//! line, column and key.
+//! line, column and key. Whether bayes search can model every parameter is checked when the
+//! plan is built (`bayes::Searcher::new`).
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::goal::Goal;
-use super::spec::{Domain, EarlyTerminate, Located, Method, Metric, Parameter, SweepSpec};
+use super::spec::{Domain, EarlyTerminate, Located, Method, Metric, MetricUse, Parameter, SweepSpec};
 use crate::config::{ConfigError, Location, Origin, Problem, ProblemKind, SourceMap, suggest, yaml};
 
 const TOP_KEYS: [&str; 10] =
@@ -45,14 +46,13 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
     let method = match r.string(top, "method").as_deref() {
         None | Some("grid") => Method::Grid,
         Some("random") => Method::Random,
-        Some(other) => {
-            let expected =
-                if other == "bayes" { "grid or random (bayes search is not supported)" } else { "grid or random" };
-            r.invalid(&["method"], expected, &top["method"]);
+        Some("bayes") => Method::Bayes,
+        Some(_) => {
+            r.invalid(&["method"], "grid, random or bayes", &top["method"]);
             Method::Grid
         }
     };
-    let metric = top.get("metric").and_then(|m| r.metric(m));
+    let metric = top.get("metric").and_then(|m| r.metric(m, method));
     let run_cap = r.positive_int(top, "run_cap");
     let seed = r.int(top, "seed").map(|s| s as u64).unwrap_or(0);
     let early_terminate = top.get("early_terminate").and_then(|e| r.early_terminate(e));
@@ -70,8 +70,17 @@ pub fn parse(doc: yaml::YamlDoc) -> Result<SweepSpec, ConfigError> {
         Some(v) => r.invalid(&["parameters"], "a non-empty mapping of parameter name to values", v),
         None => r.missing(&[] as &[&str], "`parameters:` (the swept settings)"),
     }
-    if method == Method::Random && run_cap.is_none() {
-        r.missing(&[] as &[&str], "`run_cap:` (random search needs a number of runs)");
+    match method {
+        Method::Random if run_cap.is_none() => {
+            r.missing(&[] as &[&str], "`run_cap:` (random search needs a number of runs)")
+        }
+        Method::Bayes if run_cap.is_none() => {
+            r.missing(&[] as &[&str], "`run_cap:` (bayes search needs a number of runs)")
+        }
+        Method::Bayes if !top.contains_key("metric") => {
+            r.missing(&[] as &[&str], "`metric:` with `name` and `goal` (bayes search learns from it)")
+        }
+        _ => {}
     }
     let spec = SweepSpec {
         file,
@@ -190,13 +199,42 @@ impl Reader<'_> {
         Some(EarlyTerminate { min_iter: min_iter?, eta: eta? })
     }
 
-    fn metric(&mut self, m: &Value) -> Option<Metric> {
+    fn metric(&mut self, m: &Value, method: Method) -> Option<Metric> {
         let Some(obj) = m.as_object() else {
             self.invalid(&["metric"], "a mapping with `name` and `goal`", m);
             return None;
         };
-        for key in obj.keys().filter(|k| !["name", "goal"].contains(&k.as_str())) {
-            self.unknown(&["metric", key.as_str()], &["name", "goal"]);
+        const KEYS: [&str; 4] = ["name", "goal", "target", "use"];
+        for key in obj.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            self.unknown(&["metric", key.as_str()], &KEYS);
+        }
+        // What only a search that learns from results reads: refused elsewhere rather than ignored.
+        for key in ["target", "use"].into_iter().filter(|k| obj.contains_key(*k) && method != Method::Bayes) {
+            self.invalid(
+                &["metric", key],
+                "no such key with grid or random search (it applies to `method: bayes`)",
+                &obj[key],
+            );
+        }
+        let use_ = match obj.get("use") {
+            None => MetricUse::Best,
+            Some(Value::String(u)) if u == "best" => MetricUse::Best,
+            Some(Value::String(u)) if u == "last" => MetricUse::Last,
+            Some(v) => {
+                self.invalid(&["metric", "use"], "best or last (which of a run's values bayes search learns from)", v);
+                MetricUse::Best
+            }
+        };
+        let target = match obj.get("target") {
+            None => None,
+            Some(v) if v.as_f64().is_some_and(f64::is_finite) => v.as_f64(),
+            Some(v) => {
+                self.invalid(&["metric", "target"], "a number (stop proposing once a run reaches it)", v);
+                None
+            }
+        };
+        if method == Method::Bayes && !obj.contains_key("goal") {
+            self.missing(&["metric"], "`goal:` (minimize or maximize: bayes search needs the direction)");
         }
         let name = match obj.get("name") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -218,7 +256,7 @@ impl Reader<'_> {
                 return None;
             }
         };
-        Some(Metric { name, goal })
+        Some(Metric { name, goal, use_, target })
     }
 
     fn parameters(&mut self, params: &Obj, p: &mut Vec<String>, prefix: &str, out: &mut Vec<Parameter>) {

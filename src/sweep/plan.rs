@@ -4,12 +4,15 @@
 //! varying fastest (nested loops, as `itertools::iproduct!` or `sklearn`'s `ParameterGrid`
 //! with insertion order). Random search draws every parameter of a point in file order from
 //! one generator seeded with the sweep's `seed`, skipping points already drawn. `run_cap`
-//! keeps the first points of either.
+//! keeps the first points of either. A bayes sweep's runs are proposed while it runs, from the
+//! results of earlier ones; its plan holds only the runs of the random phase, which depend on
+//! no result (the same runs the sweep will have at those positions).
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use super::bayes::{History, Point, Searcher};
 use super::canonical::Template;
 use super::draw::{draw, grid_size, grid_values};
 use super::identity::{Fingerprints, added_later, strip_late_defaults};
@@ -35,7 +38,8 @@ pub struct Plan {
     pub base: Resolved,
     /// Swept keys, in file order.
     pub keys: Vec<String>,
-    /// The runs, in expansion order.
+    /// The runs, in expansion order (for `method: bayes`, the runs of the random phase, the
+    /// only ones known before results exist; the store gets them when they are proposed).
     pub runs: Vec<PlannedRun>,
     candidates: Vec<Vec<Candidate>>,
     /// The configuration's canonical text, with holes for the swept values.
@@ -118,7 +122,7 @@ impl Plan {
         // a capped grid lists only the values its first points use.
         let limits = match spec.method {
             Method::Grid => grid_limits(&spec)?,
-            Method::Random => vec![u64::MAX; spec.parameters.len()],
+            Method::Random | Method::Bayes => vec![u64::MAX; spec.parameters.len()],
         };
         let mut fingerprints = Fingerprints::default();
         for (p, limit) in spec.parameters.iter().zip(limits) {
@@ -147,6 +151,7 @@ impl Plan {
         match plan.spec.method {
             Method::Grid => plan.expand_grid()?,
             Method::Random => plan.expand_random()?,
+            Method::Bayes => plan.expand_random_phase()?,
         }
         Ok(plan)
     }
@@ -210,30 +215,15 @@ impl Plan {
         let mut ids = HashSet::new();
         let mut text = String::new();
         let params: Vec<Parameter> = self.parameters().cloned().collect();
-        // Each parameter's candidates by canonical text: a draw finds its index in O(1).
-        let mut index: Vec<HashMap<String, u32>> = self
-            .candidates
-            .iter()
-            .map(|c| c.iter().enumerate().map(|(i, c)| (c.text.clone(), i as u32)).collect())
-            .collect();
+        let mut index = self.candidate_index();
         let mut attempts = 0;
         while self.runs.len() < cap && attempts < cap.saturating_mul(100).max(1000) {
             attempts += 1;
             let mut choices = Vec::with_capacity(params.len());
             for (i, p) in params.iter().enumerate() {
                 let raw = draw(&p.domain, &mut rng);
-                let value = self.base.probe(&p.key, &raw).map_err(|e| {
-                    let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
-                    ConfigError::from(Problem::new(Origin::File(p.at.clone()), Some(e.key), kind))
-                })?;
-                let cands = &mut self.candidates[i];
-                let text = value.to_string();
-                // Drawn values are numbers (folders come from `values:` lists, listed already).
-                let at = *index[i].entry(text.clone()).or_insert_with(|| {
-                    cands.push(Candidate { value, identity: text.clone(), text, at: p.at.clone() });
-                    (cands.len() - 1) as u32
-                });
-                choices.push(at);
+                let value = self.base.probe(&p.key, &raw).map_err(|e| probe_error(p, e))?;
+                choices.push(self.choice(&mut index, i, value, p));
             }
             self.identity.fill(&mut text, |i| self.candidates[i][choices[i] as usize].identity.as_str());
             if hashes.insert(self.hash(&text)) {
@@ -252,6 +242,49 @@ impl Plan {
         let mut json: Value = serde_json::from_str(text).expect("identity text is JSON");
         strip_late_defaults(&mut json, &[]);
         ConfigHash::of(&json.to_string())
+    }
+
+    /// The runs a bayes sweep has at its first positions whatever the results: those of its
+    /// random phase (at most `run_cap`), each proposed with the earlier ones pending, as the
+    /// orchestrator proposes them.
+    fn expand_random_phase(&mut self) -> Result<(), ConfigError> {
+        let searcher = Searcher::new(&self.spec, self.base.clone())?;
+        let count = searcher.random_phase().min(searcher.run_cap());
+        let params: Vec<Parameter> = self.parameters().cloned().collect();
+        let mut index = self.candidate_index();
+        let (mut ids, mut text, mut pending) = (HashSet::new(), String::new(), Vec::<Point>::new());
+        for position in 0..count {
+            let history = History { pending: &pending, ..History::default() };
+            let Some(proposal) = searcher.propose(position, &history) else { break };
+            let mut choices = Vec::with_capacity(params.len());
+            for ((i, p), raw) in params.iter().enumerate().zip(&proposal.point.0) {
+                let value = self.base.probe(&p.key, raw).map_err(|e| probe_error(p, e))?;
+                choices.push(self.choice(&mut index, i, value, p));
+            }
+            let run = self.point(position as usize, &choices, &mut text, &mut ids);
+            self.runs.push(run);
+            pending.push(proposal.point);
+        }
+        Ok(())
+    }
+
+    /// Each parameter's candidates by canonical text: a value finds its index in O(1).
+    fn candidate_index(&self) -> Vec<HashMap<String, u32>> {
+        self.candidates
+            .iter()
+            .map(|c| c.iter().enumerate().map(|(i, c)| (c.text.clone(), i as u32)).collect())
+            .collect()
+    }
+
+    /// The index of normalised `value` among parameter `i`'s candidates, added if new (drawn
+    /// values are numbers; folders come from `values:` lists, listed already).
+    fn choice(&mut self, index: &mut [HashMap<String, u32>], i: usize, value: Value, p: &Parameter) -> u32 {
+        let cands = &mut self.candidates[i];
+        let text = value.to_string();
+        *index[i].entry(text.clone()).or_insert_with(|| {
+            cands.push(Candidate { value, identity: text.clone(), text, at: p.at.clone() });
+            (cands.len() - 1) as u32
+        })
     }
 
     fn point(&self, position: usize, choices: &[u32], text: &mut String, ids: &mut HashSet<String>) -> PlannedRun {
@@ -380,6 +413,12 @@ fn candidate_values(
     out
 }
 
+/// A value the configuration refuses, at the parameter that produced it.
+fn probe_error(p: &Parameter, e: crate::config::ProbeError) -> ConfigError {
+    let kind = ProblemKind::Invalid { expected: e.expected, found: e.found };
+    ConfigError::from(Problem::new(Origin::File(p.at.clone()), Some(e.key), kind))
+}
+
 fn float(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
@@ -401,7 +440,7 @@ fn extends_error(err: ConfigError, at: &Location, file: &std::path::Path) -> Con
 }
 
 fn sweep_id(spec: &SweepSpec, base: &Resolved) -> String {
-    let identity = serde_json::json!({
+    let mut identity = serde_json::json!({
         "base": base.json,
         "parameters": spec.doc.value.get("parameters"),
         "method": spec.method.as_str(),
@@ -409,6 +448,12 @@ fn sweep_id(spec: &SweepSpec, base: &Resolved) -> String {
         "seed": spec.seed,
         "metric": spec.metric.as_ref().map(|m| (m.name.as_str(), m.goal.as_str())),
     });
+    // What only bayes search reads joins the identity of bayes sweeps alone, so grid and random
+    // sweeps keep the ids earlier versions gave them.
+    if let (Method::Bayes, Some(m), Value::Object(map)) = (spec.method, &spec.metric, &mut identity) {
+        map.insert("metric_use".into(), m.use_.as_str().into());
+        map.insert("metric_target".into(), m.target.into());
+    }
     let hash = xxhash_rust::xxh3::xxh3_64(identity.to_string().as_bytes());
     format!("{}-{:08x}", spec.name, hash as u32)
 }

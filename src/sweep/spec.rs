@@ -6,7 +6,7 @@
 //! name: lr_grid
 //! extends: ../experiments/tiny.yaml   # optional experiment file, relative to this file
 //! base: { train: { epochs: 2 } }        # fixed settings, override `extends`
-//! method: grid                          # grid | random
+//! method: grid                          # grid | random | bayes
 //! metric: { name: val/loss, goal: minimize }
 //! parameters:
 //!   train.learning_rate: { values: [1.0e-4, 5.0e-4] }
@@ -27,6 +27,8 @@ pub enum Method {
     Grid,
     /// Seeded random samples, up to `run_cap`.
     Random,
+    /// Each point proposed from the results so far (see [`super::bayes`]), up to `run_cap`.
+    Bayes,
 }
 
 impl Method {
@@ -35,6 +37,7 @@ impl Method {
         match self {
             Method::Grid => "grid",
             Method::Random => "random",
+            Method::Bayes => "bayes",
         }
     }
 }
@@ -46,6 +49,39 @@ pub struct Metric {
     pub name: String,
     /// Direction.
     pub goal: Goal,
+    /// Which of a run's values `method: bayes` learns from (`metric.use`; bayes only).
+    pub use_: MetricUse,
+    /// Stop proposing runs once a run reaches this value (`metric.target`; bayes only).
+    pub target: Option<f64>,
+}
+
+/// Which value of a run's metric series stands for the run (`metric.use`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricUse {
+    /// The best value over the run, by the goal (W&B's bayes search does the same).
+    #[default]
+    Best,
+    /// The value at the run's last report.
+    Last,
+}
+
+impl MetricUse {
+    /// The name used in sweep files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricUse::Best => "best",
+            MetricUse::Last => "last",
+        }
+    }
+
+    /// The value standing for a run whose metric reports are `series` (in step order), or
+    /// `None` when it reported none.
+    pub fn value(self, series: &[f64], goal: Goal) -> Option<f64> {
+        match self {
+            MetricUse::Best => goal.best(series.iter().copied(), |v| v),
+            MetricUse::Last => series.last().copied(),
+        }
+    }
 }
 
 /// A value written in the sweep file, with its position.
@@ -132,13 +168,13 @@ pub struct SweepSpec {
     pub description: Option<String>,
     /// The experiment file named by `extends:`, resolved against the sweep file's folder.
     pub extends: Option<Located<PathBuf>>,
-    /// Grid or random.
+    /// Grid, random or bayes.
     pub method: Method,
     /// The metric that ranks runs.
     pub metric: Option<Metric>,
     /// Most runs to plan.
     pub run_cap: Option<u64>,
-    /// Seed of random search.
+    /// Seed of random and bayes search.
     pub seed: u64,
     /// Early termination, if declared.
     pub early_terminate: Option<EarlyTerminate>,

@@ -100,8 +100,8 @@ fn sweep_file_errors_name_position_key_and_expectation() {
             "s.yaml:1:1: key `paramters`: unknown key (did you mean `parameters`?)",
         ),
         (
-            "method: bayes\nparameters: {seed: {value: 1}}\n",
-            "s.yaml:1:9: key `method`: expected grid or random (bayes search is not supported), found \"bayes\"",
+            "method: bayesian\nparameters: {seed: {value: 1}}\n",
+            "s.yaml:1:9: key `method`: expected grid, random or bayes, found \"bayesian\"",
         ),
         (
             "method: random\nparameters: {seed: {value: 1}}\n",
@@ -151,6 +151,83 @@ fn sweep_file_errors_name_position_key_and_expectation() {
     ];
     let wrong: Vec<_> = cases.iter().map(|(t, e)| (errors(spec(t)), e)).filter(|(got, e)| *got != [**e]).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn bayes_needs_a_metric_with_a_goal_and_a_run_cap() {
+    let lr = "parameters:\n  train.learning_rate: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}\n";
+    let cases: [(&str, &str); 7] = [
+        (
+            "method: bayes\nrun_cap: 4\n",
+            "s.yaml:1:1: missing: expected `metric:` with `name` and `goal` (bayes search learns from it)",
+        ),
+        (
+            "method: bayes\nmetric: {name: val/loss, goal: minimize}\n",
+            "s.yaml:1:1: missing: expected `run_cap:` (bayes search needs a number of runs)",
+        ),
+        (
+            "method: bayes\nrun_cap: 4\nmetric: {name: val/loss}\n",
+            "s.yaml:3:1: key `metric`: missing: expected `goal:` (minimize or maximize: bayes search needs the direction)",
+        ),
+        (
+            "method: bayes\nrun_cap: 4\nmetric: {name: val/loss, goal: minimize, use: mean}\n",
+            "s.yaml:3:47: key `metric.use`: expected best or last (which of a run's values bayes search learns from), found \"mean\"",
+        ),
+        (
+            "method: bayes\nrun_cap: 4\nmetric: {name: val/loss, goal: minimize, target: low}\n",
+            "s.yaml:3:50: key `metric.target`: expected a number (stop proposing once a run reaches it), found \"low\"",
+        ),
+        (
+            "method: random\nrun_cap: 4\nmetric: {name: val/loss, goal: minimize, target: 0.1}\n",
+            "s.yaml:3:50: key `metric.target`: expected no such key with grid or random search (it applies to `method: bayes`), found 0.1",
+        ),
+        (
+            "metric: {name: val/loss, use: last}\n",
+            "s.yaml:1:31: key `metric.use`: expected no such key with grid or random search (it applies to `method: bayes`), found \"last\"",
+        ),
+    ];
+    let wrong: Vec<_> =
+        cases.iter().map(|(t, e)| (errors(spec(&format!("{t}{lr}"))), e)).filter(|(got, e)| *got != [**e]).collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let ok = spec(&format!(
+        "method: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: maximize, target: 0.5, use: last}}\n{lr}"
+    ))
+    .unwrap();
+    let metric = ok.metric.unwrap();
+    assert_eq!((metric.use_, metric.target, metric.goal), (MetricUse::Last, Some(0.5), Goal::Maximize));
+}
+
+#[test]
+fn bayes_refuses_a_parameter_it_cannot_model_naming_it() {
+    let text = "method: bayes\nrun_cap: 4\nmetric: {name: val/loss, goal: minimize}\nparameters:\n  train.learning_rate: {values: [1.0e-4]}\n  train.max_train_steps: {min: 1, max: 100000000000000000}\n";
+    assert_eq!(
+        errors(plan(text)),
+        ["s.yaml:6:3: key `train.max_train_steps`: bayes search cannot model this parameter: bounds beyond ±2^53"]
+    );
+    // The same parameter is fine for random search, which only draws.
+    plan(&text.replace("method: bayes", "method: random")).unwrap();
+}
+
+#[test]
+fn a_bayes_plan_holds_its_random_phase_and_its_id_follows_target_and_use() {
+    let text = "name: b\nmethod: bayes\nseed: 3\nrun_cap: 9\nmetric: {name: val/loss, goal: minimize}\nparameters:\n  train.learning_rate: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}\n  train.lr_scheduler: {values: [constant, cosine]}\n";
+    let p = plan(text).unwrap();
+    assert_eq!(p.runs.len(), bayes::N_STARTUP, "only the random phase is known before results");
+    assert_eq!(values(&p), values(&plan(text).unwrap()), "deterministic");
+    assert_eq!(p.runs.iter().map(|r| r.position).collect::<Vec<_>>(), (0..bayes::N_STARTUP).collect::<Vec<_>>());
+    for v in values(&p) {
+        assert!(
+            (1e-6..=1e-3).contains(&v[0].as_f64().unwrap()) && ["constant", "cosine"].contains(&v[1].as_str().unwrap())
+        );
+    }
+    let few = plan(&text.replace("run_cap: 9", "run_cap: 2")).unwrap();
+    assert_eq!(values(&few), values(&p)[..2], "a smaller cap keeps the first points");
+    let other_seed = plan(&text.replace("seed: 3", "seed: 4")).unwrap();
+    assert_ne!(values(&other_seed), values(&p));
+    let with_target = text.replace("goal: minimize}", "goal: minimize, target: 0.1}");
+    assert_ne!(plan(&with_target).unwrap().sweep_id, p.sweep_id);
+    let with_use = text.replace("goal: minimize}", "goal: minimize, use: last}");
+    assert_ne!(plan(&with_use).unwrap().sweep_id, p.sweep_id);
 }
 
 #[test]
@@ -328,4 +405,33 @@ fn settings_added_later_keep_old_run_ids() {
     let p = plan("parameters:\n  lora.rank: {values: [4, 8]}\n").unwrap();
     assert_eq!(p.runs[0].config_hash, before, "rank 4 is the default: the same run as one without lora settings");
     assert_eq!(p.runs[1].config_hash, fp.hash(&set.json).unwrap());
+}
+
+#[test]
+fn the_stored_searcher_makes_the_planned_random_phase_and_reads_runs_back() {
+    let text = "method: bayes\nrun_cap: 6\nmetric: {name: val/loss, goal: minimize, target: 0.25}\nparameters:\n  train.learning_rate: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}\n  train.epochs: {values: [1, 2]}\n  data.instance_dir: {values: [examples/instance]}\n";
+    let p = plan(text).unwrap();
+    // As `dbsweep resume` builds it: the stored file and base configuration.
+    let searcher = bayes::Searcher::from_stored(&p.spec, p.base.json.clone()).unwrap();
+    assert_eq!(searcher.keys(), p.keys);
+    let mut pending = Vec::new();
+    for planned in &p.runs {
+        let history = bayes::History { pending: &pending, ..Default::default() };
+        let proposal = searcher.propose(planned.position as u64, &history).unwrap();
+        assert_eq!(proposal.how, bayes::How::Random);
+        let config = searcher.config(&proposal.point).unwrap();
+        assert_eq!(config.to_string(), p.config_text(planned), "the configuration the plan shows");
+        assert_eq!(Fingerprints::default().hash(&config).unwrap(), planned.config_hash, "the run the plan shows");
+        assert_eq!(searcher.point_of(&config), proposal.point, "a run's configuration gives its point back");
+        pending.push(proposal.point);
+    }
+    let folder = &searcher.point_of(&searcher.config(&pending[0]).unwrap()).0[2];
+    assert!(std::path::Path::new(folder.as_str().unwrap()).is_absolute(), "listed paths are absolute: {folder}");
+    assert_eq!(searcher.value(&[0.5, 0.2, 0.3]), Some(0.2), "best by default");
+    assert_eq!(searcher.value(&[]), None);
+    assert!(searcher.reaches_target(0.25) && searcher.reaches_target(0.1) && !searcher.reaches_target(0.3));
+    let last =
+        bayes::Searcher::from_stored(&spec(&text.replace("target: 0.25", "use: last")).unwrap(), p.base.json).unwrap();
+    assert_eq!(last.value(&[0.5, 0.2, 0.3]), Some(0.3));
+    assert!(!last.reaches_target(-1.0), "no target, never reached");
 }

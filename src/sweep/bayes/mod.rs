@@ -26,15 +26,17 @@
 //! # Asynchrony: the constant liar
 //! Points still running are passed as `pending`. They join the bad group as if they had the
 //! worst loss (Optuna's `constant_liar=True`), so a slot freed while others run gets a point
-//! away from theirs. A proposal is never a point already observed or pending, compared after
-//! normalisation (see `space.rs`): if TPE's best candidate is taken, the next best is used, then
+//! away from theirs. Points that will never have a value (failed runs) are `excluded`: not
+//! used by the estimators. A proposal is never a point already observed, pending or excluded,
+//! compared after normalisation (see `space.rs`): if TPE's best candidate is taken, the next
+//! best is used, then
 //! up to [`RANDOM_ATTEMPTS`] random draws, then (in a finite space of at most
 //! [`ENUMERATION_LIMIT`] points) a random untaken point; when every point of a finite space is
 //! taken there is no proposal.
 //!
 //! # Determinism
-//! A proposal is a pure function of (seed, index, observations in order, pending points,
-//! goal, settings): its randomness comes from generators seeded with xxh3 of
+//! A proposal is a pure function of (seed, index, observations in order, pending and excluded
+//! points, goal, settings): its randomness comes from generators seeded with xxh3 of
 //! `"{seed}|{purpose}|{index}"`, never from global state, and nothing depends on hash-map
 //! order. A sweep resumed after a crash proposes exactly the same points.
 //!
@@ -62,11 +64,13 @@
 //! Hartmann-6 (on the DreamBooth-like surface only by the paired test).
 
 mod parzen;
+mod searcher;
 mod settings;
 mod space;
 mod tpe;
 mod truncnorm;
 
+pub use searcher::{History, Searcher};
 pub use settings::{N_CANDIDATES, N_STARTUP, PRIOR_WEIGHT, Settings, gamma, weights};
 pub use space::{Point, Space, SpaceError};
 
@@ -117,6 +121,18 @@ impl How {
             How::Fallback => "fallback",
         }
     }
+
+    /// In words, for `show` and the scheduler's events.
+    pub fn describe(self) -> String {
+        match self {
+            How::Random => "a random draw (random phase)".into(),
+            How::Tpe { rank: 0, below } => format!("TPE's best candidate ({below} result(s) in the good group)"),
+            How::Tpe { rank, below } => {
+                format!("TPE's candidate {} (better ones were taken; {below} result(s) in the good group)", rank + 1)
+            }
+            How::Fallback => "a random untaken point (every TPE candidate was taken)".into(),
+        }
+    }
 }
 
 /// A proposed point and why.
@@ -148,17 +164,10 @@ impl Tpe {
     }
 
     /// The `index`-th proposal (0-based, counting every proposal of the sweep) given the
-    /// `observations` so far, in the order they finished, and the `pending` points; `None`
-    /// when a finite space has no untaken point left.
-    pub fn propose(
-        &self,
-        space: &Space,
-        index: u64,
-        observations: &[Observation],
-        pending: &[Point],
-        goal: Goal,
-    ) -> Option<Proposal> {
-        let taken: BTreeSet<Key> = space.keys_of(observations.iter().map(|o| &o.point).chain(pending));
+    /// `history` so far; `None` when a finite space has no untaken point left.
+    pub fn propose(&self, space: &Space, index: u64, history: &History, goal: Goal) -> Option<Proposal> {
+        let History { observations, pending, excluded } = *history;
+        let taken: BTreeSet<Key> = space.keys_of(observations.iter().map(|o| &o.point).chain(pending).chain(excluded));
         if exhausted(space, &taken) {
             return None;
         }
@@ -190,15 +199,8 @@ impl Tpe {
 }
 
 /// The `index`-th proposal with the default settings (see [`Tpe::propose`]).
-pub fn propose(
-    space: &Space,
-    seed: u64,
-    index: u64,
-    observations: &[Observation],
-    pending: &[Point],
-    goal: Goal,
-) -> Option<Point> {
-    Tpe::new(seed).propose(space, index, observations, pending, goal).map(|p| p.point)
+pub fn propose(space: &Space, seed: u64, index: u64, history: &History, goal: Goal) -> Option<Point> {
+    Tpe::new(seed).propose(space, index, history, goal).map(|p| p.point)
 }
 
 /// The loss TPE minimises: the value, negated when maximised; non-finite values are worst.

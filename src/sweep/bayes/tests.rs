@@ -24,12 +24,17 @@ fn ints(key: &str, min: i64, max: i64) -> Parameter {
     param(key, Domain::IntUniform { min: at(min), max: at(max) })
 }
 
+/// The history of `observations` with `pending` points and nothing excluded.
+fn h<'a>(observations: &'a [Observation], pending: &'a [Point]) -> History<'a> {
+    History { observations, pending, excluded: &[] }
+}
+
 /// Runs `n` sequential proposals, observing `f`, and returns the observations and proposals.
 fn sweep(space: &Space, tpe: &Tpe, goal: Goal, n: u64, f: impl Fn(&Point) -> f64) -> (Vec<Observation>, Vec<Proposal>) {
     let mut observations = Vec::new();
     let mut proposals = Vec::new();
     for index in 0..n {
-        let Some(p) = tpe.propose(space, index, &observations, &[], goal) else { break };
+        let Some(p) = tpe.propose(space, index, &h(&observations, &[]), goal) else { break };
         observations.push(Observation { value: f(&p.point), point: p.point.clone() });
         proposals.push(p);
     }
@@ -50,10 +55,10 @@ fn proposals_are_a_function_of_their_inputs() {
     assert_eq!(props, props_again);
     let pending = [obs[3].point.clone()];
     for index in [3, 30] {
-        let a = propose(&space, 7, index, &obs[..15], &pending, Goal::Minimize).unwrap();
-        assert_eq!(a, propose(&space, 7, index, &obs[..15], &pending, Goal::Minimize).unwrap());
-        assert_ne!(a, propose(&space, 7, index + 1, &obs[..15], &pending, Goal::Minimize).unwrap(), "index");
-        assert_ne!(a, propose(&space, 8, index, &obs[..15], &pending, Goal::Minimize).unwrap(), "seed");
+        let a = propose(&space, 7, index, &h(&obs[..15], &pending), Goal::Minimize).unwrap();
+        assert_eq!(a, propose(&space, 7, index, &h(&obs[..15], &pending), Goal::Minimize).unwrap());
+        assert_ne!(a, propose(&space, 7, index + 1, &h(&obs[..15], &pending), Goal::Minimize).unwrap(), "index");
+        assert_ne!(a, propose(&space, 8, index, &h(&obs[..15], &pending), Goal::Minimize).unwrap(), "seed");
     }
     let (other, _) = sweep(&space, &Tpe::new(8), Goal::Minimize, 25, f);
     assert_ne!(obs, other);
@@ -74,7 +79,7 @@ fn random_phase_has_the_documented_size() {
     let (obs, props) = sweep(&space, &tpe, Goal::Minimize, 5, x0);
     assert_eq!(props.iter().map(|p| p.how.as_str()).collect::<Vec<_>>(), ["random", "random", "random", "tpe", "tpe"]);
     let pending: Vec<Point> = obs.iter().map(|o| o.point.clone()).collect();
-    assert_eq!(tpe.propose(&space, 9, &obs[..2], &pending, Goal::Minimize).unwrap().how, How::Random);
+    assert_eq!(tpe.propose(&space, 9, &h(&obs[..2], &pending), Goal::Minimize).unwrap().how, How::Random);
 }
 
 #[test]
@@ -95,7 +100,7 @@ fn never_proposes_an_observed_or_pending_point_and_stops_when_exhausted() {
     let mut index = 0;
     loop {
         while pending.len() < 4 {
-            let Some(p) = tpe.propose(&space, index, &observations, &pending, Goal::Minimize) else { break };
+            let Some(p) = tpe.propose(&space, index, &h(&observations, &pending), Goal::Minimize) else { break };
             index += 1;
             assert!(!seen.contains(&p.point), "{:?} proposed twice ({:?})", p.point, p.how);
             seen.push(p.point.clone());
@@ -108,13 +113,13 @@ fn never_proposes_an_observed_or_pending_point_and_stops_when_exhausted() {
         observations.push(Observation { value: f(&done), point: done });
     }
     assert_eq!(seen.len(), 12, "every point once, then none");
-    assert_eq!(tpe.propose(&space, 99, &observations, &[], Goal::Minimize), None);
+    assert_eq!(tpe.propose(&space, 99, &h(&observations, &[]), Goal::Minimize), None);
     // Pending points count as taken, too.
     let (obs, pend) = (&observations[..9], [observations[9].point.clone(), observations[10].point.clone()]);
-    let last = tpe.propose(&space, 100, obs, &pend, Goal::Minimize).unwrap();
+    let last = tpe.propose(&space, 100, &h(obs, &pend), Goal::Minimize).unwrap();
     assert_eq!(last.point, observations[11].point);
     let all: Vec<Point> = observations.iter().map(|o| o.point.clone()).collect();
-    assert_eq!(tpe.propose(&space, 101, &observations[..1], &all, Goal::Minimize), None);
+    assert_eq!(tpe.propose(&space, 101, &h(&observations[..1], &all), Goal::Minimize), None);
 }
 
 #[test]
@@ -126,7 +131,7 @@ fn duplicates_are_compared_after_normalisation() {
     let observations: Vec<Observation> =
         taken.iter().map(|v| Observation { point: Point(v.as_array().unwrap().clone()), value: 1.0 }).collect();
     for index in 0..20 {
-        let p = propose(&space, 5, index, &observations, &[], Goal::Minimize).unwrap();
+        let p = propose(&space, 5, index, &h(&observations, &[]), Goal::Minimize).unwrap();
         assert!(![json!([1, 0.1]), json!([0, 0.2]), json!([1, 0.2])].contains(&Value::Array(p.0.clone())), "{p:?}");
     }
 }
@@ -220,7 +225,7 @@ fn pending_points_push_proposals_away() {
     let space = Space::new(&[uniform("x", 0.0, 10.0)]).unwrap();
     let (obs, _) = sweep(&space, &Tpe::new(9), Goal::Minimize, 30, |p| (x0(p) - 5.0).abs());
     let proposals = |pending: &[Point]| -> Vec<f64> {
-        (30..130).map(|i| x0(&propose(&space, 9, i, &obs, pending, Goal::Minimize).unwrap())).collect()
+        (30..130).map(|i| x0(&propose(&space, 9, i, &h(&obs, pending), Goal::Minimize).unwrap())).collect()
     };
     let mut free = proposals(&[]);
     free.sort_by(f64::total_cmp);
@@ -239,7 +244,7 @@ fn outside_points_and_non_finite_values_are_handled() {
     obs.push(Observation { point: Point(vec![json!(7.0)]), value: -100.0 });
     obs.push(Observation { point: Point(vec![json!("x")]), value: -100.0 });
     obs[0].value = f64::NAN;
-    let p = Tpe::new(0).propose(&space, 12, &obs, &[], Goal::Minimize).unwrap();
+    let p = Tpe::new(0).propose(&space, 12, &h(&obs, &[]), Goal::Minimize).unwrap();
     assert_eq!(p.observations, 12, "the two outside points are ignored");
     assert_eq!(p.how, How::Tpe { rank: 0, below: 2 });
 }
@@ -262,4 +267,33 @@ fn single_valued_parameters_are_fixed() {
     let (obs, _) = sweep(&space, &Tpe::new(1), Goal::Minimize, 10, |p| p.0[1].as_f64().unwrap());
     assert_eq!(obs.len(), 4, "4 points, then exhausted");
     assert!(obs.iter().all(|o| o.point.0[0] == json!(0.5)));
+}
+
+#[test]
+fn excluded_points_are_never_proposed_and_change_nothing_else() {
+    // Four points, two of them failed runs: the other two are proposed, then none.
+    let space = Space::new(&[ints("n", 0, 3)]).unwrap();
+    let excluded = [Point(vec![json!(1)]), Point(vec![json!(2)])];
+    let tpe = Tpe::new(1);
+    let mut pending = Vec::new();
+    for index in 0..2 {
+        let history = History { observations: &[], pending: &pending, excluded: &excluded };
+        let p = tpe.propose(&space, index, &history, Goal::Minimize).unwrap();
+        assert!(!excluded.contains(&p.point) && !pending.contains(&p.point), "{p:?}");
+        pending.push(p.point);
+    }
+    let history = History { observations: &[], pending: &pending, excluded: &excluded };
+    assert_eq!(tpe.propose(&space, 2, &history, Goal::Minimize), None);
+    // In a continuous space a failed point is never drawn again anyway: TPE's densities and
+    // its proposal are those of the history without it.
+    let space = Space::new(&[uniform("x", 0.0, 1.0)]).unwrap();
+    let (obs, _) = sweep(&space, &tpe, Goal::Minimize, 12, x0);
+    let failed = [Point(vec![json!(0.123)]), Point(vec![json!(0.5)])];
+    for index in 12..20 {
+        let with = History { observations: &obs, pending: &[], excluded: &failed };
+        assert_eq!(
+            tpe.propose(&space, index, &with, Goal::Minimize),
+            tpe.propose(&space, index, &h(&obs, &[]), Goal::Minimize)
+        );
+    }
 }
