@@ -45,7 +45,7 @@ pub struct Holder {
 /// SQL condition on `r` (a row of `runs`): a failed run that may be tried again, its retries
 /// (`?2`) not used up and its failure not bad input (exit code `?3`), which would fail the same
 /// way again.
-const RETRYABLE: &str = "(r.status = 'failed' AND r.attempt <= ?2 AND r.exit_code IS NOT ?3)";
+pub(super) const RETRYABLE: &str = "(r.status = 'failed' AND r.attempt <= ?2 AND r.exit_code IS NOT ?3)";
 
 impl Store {
     /// Claims the first run of `sweep_id` (in expansion order) that is pending, interrupted, or

@@ -172,6 +172,49 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
     "#,
+    // 6: `method: bayes`. Its runs are created while it runs, so a sweep records where its
+    // settings came from (what each new run records in `params`), and each proposal is recorded
+    // with what it saw. `sweeps` is rebuilt to allow the new method (SQLite cannot change a
+    // CHECK), keeping every row and its rowid.
+    r#"
+    CREATE TABLE sweeps_v6 (
+        id               TEXT PRIMARY KEY,
+        name             TEXT NOT NULL,
+        file             TEXT NOT NULL,
+        method           TEXT NOT NULL CHECK (method IN ('grid', 'random', 'bayes')),
+        metric_name      TEXT,
+        metric_goal      TEXT CHECK (metric_goal IN ('minimize', 'maximize')),
+        spec_json        TEXT NOT NULL,
+        base_config_json TEXT NOT NULL,
+        code_version_id  INTEGER NOT NULL REFERENCES code_versions(id),
+        created_at       TEXT NOT NULL,
+        -- The sweep file's absolute path and where each setting that is not a default came
+        -- from; NULL for sweeps registered before version 6.
+        provenance_json  TEXT
+    );
+    INSERT INTO sweeps_v6 (rowid, id, name, file, method, metric_name, metric_goal, spec_json, base_config_json,
+                           code_version_id, created_at)
+        SELECT rowid, id, name, file, method, metric_name, metric_goal, spec_json, base_config_json,
+               code_version_id, created_at FROM sweeps;
+    DROP TABLE sweeps;
+    ALTER TABLE sweeps_v6 RENAME TO sweeps;
+    -- One row per run a bayes sweep proposed: its position (one proposal per position, so two
+    -- orchestrators never both propose the next run) and what the proposal saw.
+    CREATE TABLE proposals (
+        sweep_id      TEXT NOT NULL REFERENCES sweeps(id),
+        position      INTEGER NOT NULL,
+        run_id        TEXT NOT NULL REFERENCES runs(id),
+        how           TEXT NOT NULL CHECK (how IN ('random', 'tpe', 'fallback')),
+        tpe_rank      INTEGER,
+        good          INTEGER,
+        observed_json TEXT NOT NULL,
+        pending_json  TEXT NOT NULL,
+        excluded_json TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (sweep_id, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX proposals_by_run ON proposals (run_id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -179,8 +222,12 @@ pub fn current_version() -> u32 {
     MIGRATIONS.len() as u32
 }
 
-/// Brings `conn` to the current schema in one exclusive transaction.
+/// Brings `conn` to the current schema in one exclusive transaction, then turns foreign keys
+/// on. A migration may rebuild a table that others reference, so foreign keys are off while
+/// migrations run and checked before they commit (SQLite's procedure for table changes that
+/// `ALTER TABLE` cannot make).
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "foreign_keys", false)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > current_version() {
@@ -190,6 +237,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as u32)?;
     }
+    if found < current_version() {
+        let broken: Vec<String> = {
+            let mut check = tx.prepare("PRAGMA foreign_key_check")?;
+            check.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?
+        };
+        if !broken.is_empty() {
+            let detail = format!("migrating left rows whose references are missing, in {}", broken.join(", "));
+            return Err(StoreError::Corrupt { what: "schema", detail });
+        }
+    }
     tx.commit()?;
+    conn.pragma_update(None, "foreign_keys", true)?;
     Ok(())
 }

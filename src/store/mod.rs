@@ -1,5 +1,6 @@
 //! The SQLite lineage store: sweeps, runs, where every setting came from, metrics,
-//! checkpoints, artifacts, data fingerprints, code versions and every status change.
+//! checkpoints, artifacts, data fingerprints, code versions, every status change and what each
+//! bayes proposal saw.
 //!
 //! One [`Store`] owns one connection, configured in [`Store::open`] (WAL, busy timeout,
 //! foreign keys) and migrated before use. Every write is one transaction, so a crash leaves
@@ -12,6 +13,7 @@ mod code_version;
 mod error;
 mod lifecycle;
 mod migrations;
+mod proposal;
 mod query;
 mod register;
 mod status;
@@ -27,6 +29,7 @@ pub use code_version::CodeVersion;
 pub use error::StoreError;
 pub use lifecycle::{CheckpointRow, MetricBatch, StoredRun};
 pub use migrations::{MIGRATIONS, current_version};
+pub use proposal::{NewProposal, ObservedRun, ProposalRecord, Registered, SweepRun};
 pub use query::{EventRow, MetricSummary, ParamRow, RunRecord, RunRow, SweepRef, SweepSummary};
 pub use register::{Outcome, RegisteredRun, Registration};
 pub use status::RunStatus;
@@ -123,7 +126,7 @@ impl Store {
         // last commits, never corrupt the file.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
+        // Foreign keys are turned on by migrating (see `migrations::migrate`).
         migrations::migrate(&mut conn)?;
         Ok(Store { conn, path: path.to_path_buf() })
     }

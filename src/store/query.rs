@@ -19,7 +19,7 @@ pub struct SweepSummary {
     pub name: String,
     /// The sweep file it was submitted from.
     pub file: String,
-    /// `grid` or `random`.
+    /// `grid`, `random` or `bayes`.
     pub method: String,
     /// Metric that ranks runs, if declared.
     pub metric: Option<String>,
@@ -153,6 +153,8 @@ pub struct RunRecord {
     pub metrics: Vec<MetricSummary>,
     /// Status history, oldest first.
     pub events: Vec<EventRow>,
+    /// How bayes sweeps proposed it, with what each proposal saw.
+    pub proposals: Vec<super::ProposalRecord>,
 }
 
 fn json(text: String, what: &'static str) -> Result<Value, StoreError> {
@@ -312,6 +314,7 @@ impl Store {
                             artifacts: Vec::new(),
                             metrics: Vec::new(),
                             events: Vec::new(),
+                            proposals: Vec::new(),
                         },
                         r.get::<_, String>(14)?,
                     ))
@@ -370,6 +373,7 @@ impl Store {
                 Ok(EventRow { at: r.get(0)?, from: r.get(1)?, to: r.get(2)?, reason: r.get(3)? })
             })?
             .collect::<Result<_, _>>()?;
+        rec.proposals = self.proposals_of(id)?;
         Ok(rec)
     }
 }

@@ -1,12 +1,14 @@
 //! Registering a sweep's plan: the sweep row, one run per distinct configuration, their
-//! parameters with provenance, and the first status event, all in one transaction.
+//! parameters with provenance, and the first status event, all in one transaction. A bayes
+//! sweep registers only its sweep row: its runs are registered as they are proposed
+//! (`proposal.rs`), with the settings' provenance this row records.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{CodeVersion, NOW, RunStatus, Store, StoreError};
 use crate::config::{Origin, Resolved};
-use crate::sweep::{ConfigHash, MIN_HEX, Plan, run_id};
+use crate::sweep::{ConfigHash, MIN_HEX, Method, Plan, run_id};
 
 /// What registering a run did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,11 +46,12 @@ pub struct Registration {
     pub runs: Vec<RegisteredRun>,
 }
 
-/// A setting of a run to record: key, value as JSON text, origin, whether it is swept.
-type ParamRow<'a> = (&'a str, String, &'a Origin, bool);
+/// A setting of a run to record: key, value as JSON text, origin kind and detail (see
+/// [`Origin::kind`]), whether it is swept.
+pub(super) type ParamRow<'a> = (&'a str, String, &'a str, String, bool);
 
 /// Prepared statements that place one configuration as a run: reuse or insert.
-struct Placer<'tx> {
+pub(super) struct Placer<'tx> {
     find: rusqlite::CachedStatement<'tx>,
     id_taken: rusqlite::CachedStatement<'tx>,
     insert_run: rusqlite::CachedStatement<'tx>,
@@ -59,7 +62,8 @@ struct Placer<'tx> {
 }
 
 impl<'tx> Placer<'tx> {
-    fn new(tx: &'tx Transaction<'_>, code_id: i64, rerun: bool) -> Result<Self, StoreError> {
+    /// The statements of transaction `tx`, for code version `code_id`.
+    pub(super) fn new(tx: &'tx Transaction<'_>, code_id: i64, rerun: bool) -> Result<Self, StoreError> {
         Ok(Self {
             // A reproduction is its original's copy, never a sweep's run of the configuration.
             find: tx.prepare_cached(
@@ -84,7 +88,7 @@ impl<'tx> Placer<'tx> {
 
     /// Reuses the newest run of `hash` (with `rerun`, only one that has not finished) or
     /// inserts a new run, linked to the last finished one if there is one.
-    fn place<'p>(
+    pub(super) fn place<'p>(
         &mut self,
         hash: ConfigHash,
         config_text: impl FnOnce() -> String,
@@ -112,8 +116,8 @@ impl<'tx> Placer<'tx> {
         };
         let parent = existing.first().map(|(id, _)| id.clone());
         self.insert_run.execute(params![id, hash_text, config_text(), seed as i64, parent, self.code_id])?;
-        for (key, value, origin, swept) in params {
-            self.insert_param.execute(params![id, key, value, origin.kind(), origin.detail(), swept])?;
+        for (key, value, kind, detail, swept) in params {
+            self.insert_param.execute(params![id, key, value, kind, detail, swept])?;
         }
         self.insert_event.execute(params![id, reason])?;
         Ok((id, RunStatus::Pending, parent.map_or(Outcome::New, Outcome::Rerun)))
@@ -123,38 +127,32 @@ impl<'tx> Placer<'tx> {
 impl Store {
     /// Records `plan` as a sweep with its runs. A configuration that already has a run is not
     /// duplicated: the existing run joins this sweep. With `rerun`, a configuration whose
-    /// runs have all finished gets a new run linked to the last one.
+    /// runs have all finished gets a new run linked to the last one. A bayes sweep gets no run
+    /// here (its plan's runs only preview its random phase).
     pub fn register(&mut self, plan: &Plan, code: &CodeVersion, rerun: bool) -> Result<Registration, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let code_id = code_version_id(&tx, code)?;
-        let sweep_created = insert_sweep(&tx, plan, code_id)?;
-        let fixed: Vec<(String, String, &Origin)> = plan
-            .base
-            .provenance
-            .iter()
-            .filter(|(k, o)| **o != Origin::Default && !plan.keys.contains(k))
-            .map(|(k, o)| (k.clone(), value_at(&plan.base.json, k).to_string(), o))
-            .collect();
-        let sweep_origins: Vec<Origin> = plan.parameters().map(|p| Origin::Sweep(p.at.clone())).collect();
+        let provenance = SweepProvenance::of(plan);
+        let sweep_created = insert_sweep(&tx, plan, &provenance, code_id)?;
+        let (swept, fixed): (Vec<&SettingOrigin>, Vec<&SettingOrigin>) =
+            provenance.settings.iter().partition(|s| s.swept);
+        let fixed: Vec<(&SettingOrigin, String)> =
+            fixed.into_iter().map(|s| (s, value_at(&plan.base.json, &s.key).to_string())).collect();
         let seed_slot = plan.keys.iter().position(|k| k == "seed");
         let reason = format!("planned by sweep {}", plan.sweep_id);
-        let mut runs = Vec::with_capacity(plan.runs.len());
+        let planned = if plan.spec.method == Method::Bayes { &[][..] } else { &plan.runs[..] };
+        let mut runs = Vec::with_capacity(planned.len());
         {
             let mut placer = Placer::new(&tx, code_id, rerun)?;
             let mut link =
                 tx.prepare_cached("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id, position) VALUES (?1, ?2, ?3)")?;
-            for planned in &plan.runs {
+            for planned in planned {
                 let seed = match seed_slot {
                     Some(i) => plan.values(planned).nth(i).and_then(|v| v.as_u64()).unwrap_or(0),
                     None => plan.base.config.seed,
                 };
-                let fixed_rows = fixed.iter().map(|(k, v, o)| (k.as_str(), v.clone(), *o, false));
-                let swept_rows = plan
-                    .keys
-                    .iter()
-                    .zip(plan.values(planned))
-                    .zip(&sweep_origins)
-                    .map(|((k, v), o)| (k.as_str(), v.to_string(), o, true));
+                let fixed_rows = fixed.iter().map(|(s, v)| s.row(v.clone()));
+                let swept_rows = swept.iter().zip(plan.values(planned)).map(|(s, v)| s.row(v.to_string()));
                 let (run_id, status, outcome) = placer.place(
                     planned.config_hash,
                     || plan.config_text(planned),
@@ -229,7 +227,7 @@ impl Store {
             .provenance
             .iter()
             .filter(|(_, o)| **o != Origin::Default)
-            .map(|(k, o)| (k.as_str(), value_at(&config.json, k).to_string(), o, false));
+            .map(|(k, o)| (k.as_str(), value_at(&config.json, k).to_string(), o.kind(), o.detail(), false));
         let reason = format!("planned by `dbsweep train {source}`");
         let placed =
             Placer::new(&tx, code_id, rerun)?.place(identity, || text.clone(), config.config.seed, rows, &reason)?;
@@ -238,11 +236,13 @@ impl Store {
     }
 }
 
-fn value_at<'a>(json: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+/// The value at dotted `key` of a configuration (`null` when absent).
+pub(super) fn value_at<'a>(json: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     key.split('.').fold(json, |v, k| &v[k])
 }
 
-fn code_version_id(tx: &Transaction<'_>, code: &CodeVersion) -> Result<i64, StoreError> {
+/// The id of `code`'s row, inserted if new.
+pub(super) fn code_version_id(tx: &Transaction<'_>, code: &CodeVersion) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT OR IGNORE INTO code_versions (version, git_commit, git_dirty) VALUES (?1, ?2, ?3)",
         params![code.version, code.git_commit, code.git_dirty],
@@ -254,12 +254,69 @@ fn code_version_id(tx: &Transaction<'_>, code: &CodeVersion) -> Result<i64, Stor
     )?)
 }
 
-fn insert_sweep(tx: &Transaction<'_>, plan: &Plan, code_id: i64) -> Result<bool, StoreError> {
+/// What a sweep records of where its settings came from: the sweep file's absolute path and,
+/// per setting that is not a default, its origin (the swept ones with `swept: true`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub(super) struct SweepProvenance {
+    /// The sweep file, absolute.
+    pub sweep_file: String,
+    /// The settings, in key order.
+    pub settings: Vec<SettingOrigin>,
+}
+
+/// Where one setting of a sweep came from.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub(super) struct SettingOrigin {
+    /// Dotted key.
+    pub key: String,
+    /// [`Origin::kind`].
+    pub source: String,
+    /// [`Origin::detail`].
+    pub detail: String,
+    /// Whether the sweep varies it.
+    pub swept: bool,
+}
+
+impl SettingOrigin {
+    /// The `params` row of a run whose value of this setting is `value` (JSON text).
+    pub(super) fn row(&self, value: String) -> ParamRow<'_> {
+        (self.key.as_str(), value, self.source.as_str(), self.detail.clone(), self.swept)
+    }
+}
+
+impl SweepProvenance {
+    /// The provenance of `plan`'s settings.
+    fn of(plan: &Plan) -> Self {
+        let fixed = plan.base.provenance.iter().filter(|(k, o)| **o != Origin::Default && !plan.keys.contains(k));
+        let mut settings: Vec<SettingOrigin> = fixed
+            .map(|(k, o)| SettingOrigin { key: k.clone(), source: o.kind().into(), detail: o.detail(), swept: false })
+            .collect();
+        for p in plan.parameters() {
+            let o = Origin::Sweep(p.at.clone());
+            settings.push(SettingOrigin {
+                key: p.key.clone(),
+                source: o.kind().into(),
+                detail: o.detail(),
+                swept: true,
+            });
+        }
+        let file = std::path::absolute(&plan.spec.file).unwrap_or_else(|_| plan.spec.file.clone());
+        SweepProvenance { sweep_file: file.display().to_string(), settings }
+    }
+}
+
+fn insert_sweep(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    provenance: &SweepProvenance,
+    code_id: i64,
+) -> Result<bool, StoreError> {
     let spec = &plan.spec;
+    let provenance = serde_json::to_string(provenance).expect("provenance serializes");
     let inserted = tx.execute(
         &format!(
-            "INSERT OR IGNORE INTO sweeps (id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW})"
+            "INSERT OR IGNORE INTO sweeps (id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at, provenance_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW}, ?10)"
         ),
         params![
             plan.sweep_id,
@@ -271,6 +328,7 @@ fn insert_sweep(tx: &Transaction<'_>, plan: &Plan, code_id: i64) -> Result<bool,
             spec.doc.value.to_string(),
             plan.base.canonical_text(),
             code_id,
+            provenance,
         ],
     )?;
     Ok(inserted == 1)

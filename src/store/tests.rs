@@ -271,6 +271,48 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics WHERE run_id = 'a'"), 3);
 }
 
+#[test]
+fn a_version_5_store_keeps_every_sweep_and_its_runs_through_migration_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    {
+        // A store as version 5 wrote it: two sweeps (the older one with the higher rowid) and
+        // their runs.
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &migrations::MIGRATIONS[..5] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        tx.execute_batch(
+            "INSERT INTO code_versions (id, version, git_commit, git_dirty) VALUES (1, 'v', '', 0);
+             INSERT INTO sweeps (rowid, id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at)
+                VALUES (7, 'g-1', 'g', 'g.yaml', 'grid', 'val/loss', 'minimize', '{}', '{}', 1, 't1'),
+                       (3, 'r-2', 'r', 'r.yaml', 'random', NULL, NULL, '{}', '{}', 1, 't2');
+             INSERT INTO runs (id, config_hash, config_json, seed, status, attempt, code_version_id, created_at)
+                VALUES ('a', 'h', '{}', 0, 'finished', 1, 1, 't'), ('b', 'h2', '{}', 0, 'pending', 0, 1, 't');
+             INSERT INTO sweep_runs (sweep_id, run_id, position) VALUES ('g-1', 'a', 0), ('g-1', 'b', 1), ('r-2', 'a', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), current_version());
+    let sweeps: Vec<(String, String, usize)> =
+        store.sweeps().unwrap().into_iter().map(|s| (s.id, s.method, s.total as usize)).collect();
+    assert_eq!(sweeps, [("r-2".into(), "random".into(), 1), ("g-1".into(), "grid".into(), 2)]);
+    assert_eq!(count(&store, "SELECT rowid FROM sweeps WHERE id = 'g-1'"), 7, "rowids kept");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sweeps WHERE provenance_json IS NULL"), 2);
+    // The rebuilt table is still what `sweep_runs` references, and foreign keys are on again.
+    assert_eq!(count(&store, "PRAGMA foreign_keys"), 1);
+    let orphan = store.conn.execute("INSERT INTO sweep_runs (sweep_id, run_id, position) VALUES ('nope', 'a', 0)", []);
+    assert!(orphan.is_err(), "a sweep run of no sweep is refused");
+    // A bayes sweep can be registered now.
+    let bayes = "name: b\nmethod: bayes\nrun_cap: 2\nmetric: {name: val/loss, goal: minimize}\nparameters:\n  train.epochs: {values: [1, 2]}\n";
+    let reg = store.register(&plan(bayes), &code(), false).unwrap();
+    assert_eq!(store.sweep(&reg.sweep_id).unwrap().method, "bayes");
+}
+
 /// Writes `n` points of run `run` through `writer` and commits them.
 fn write_points(writer: &mut Store, run: &str, n: i64) {
     let mut batch = MetricBatch::new(run);
