@@ -1,4 +1,5 @@
-//! `dbsweep plan` and `dbsweep submit`: expand a sweep file; show it, or register it.
+//! `dbsweep plan` and `dbsweep submit`: expand a sweep file; show it, or register it. A bayes
+//! sweep shows its random phase and says that its later runs depend on results.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Error, SweepArgs, table};
 use crate::store::{CodeVersion, Store};
-use crate::sweep::{self, Plan};
+use crate::sweep::{self, Method, Plan, bayes};
 use crate::train::preflight;
 
 /// The sweep file's plan, checked as far as it can be before anything trains.
@@ -21,13 +22,36 @@ fn build(args: &SweepArgs, env: &[(String, String)]) -> Result<Plan, Error> {
 
 fn header(plan: &Plan) -> String {
     let metric = plan.spec.metric.as_ref().map(|m| format!(", {} {}", m.goal.as_str(), m.name)).unwrap_or_default();
+    let runs = match (plan.spec.method, plan.spec.run_cap) {
+        (Method::Bayes, Some(cap)) => format!("up to {cap} runs"),
+        _ => format!("{} runs", plan.runs.len()),
+    };
     format!(
-        "sweep {} ({}, {} runs{metric}) from {}\n",
+        "sweep {} ({}, {runs}{metric}) from {}\n",
         plan.sweep_id,
         plan.spec.method.as_str(),
-        plan.runs.len(),
         plan.spec.file.display()
     )
+}
+
+/// What `plan` says of a bayes sweep's runs after its random phase, or `None` for a sweep
+/// whose plan lists every run.
+fn later_runs(plan: &Plan) -> Option<String> {
+    let (Method::Bayes, Some(cap)) = (plan.spec.method, plan.spec.run_cap) else { return None };
+    let known = plan.runs.len() as u64;
+    let phase = format!(
+        "runs #0-#{} are the random phase ({known} random draws, the same whatever the results)",
+        known.saturating_sub(1)
+    );
+    if cap <= known {
+        return Some(format!("{phase}.\n"));
+    }
+    Some(format!(
+        "{phase}; runs #{known}-#{} depend on results: each is proposed by TPE from the runs that have one when a \
+         slot frees up (with several slots, a proposal made before {} runs have results is a random draw too).\n",
+        cap - 1,
+        bayes::N_STARTUP
+    ))
 }
 
 fn swept_cells(plan: &Plan, run: &sweep::PlannedRun) -> Vec<String> {
@@ -59,11 +83,15 @@ pub fn plan(
                 json!({"position": r.position, "run_id": r.run_id, "config_hash": r.config_hash.to_string(), "values": values, "in_store": stored})
             })
             .collect();
-        let doc = json!({
+        let mut doc = json!({
             "sweep_id": plan.sweep_id, "name": plan.spec.name, "method": plan.spec.method.as_str(),
             "metric": plan.spec.metric.as_ref().map(|m| json!({"name": m.name, "goal": m.goal.as_str()})),
             "keys": plan.keys, "runs": runs,
         });
+        if let Some(note) = later_runs(&plan) {
+            doc["run_cap"] = json!(plan.spec.run_cap);
+            doc["note"] = json!(note.trim_end());
+        }
         super::print_json(out, &doc)?;
         return Ok(());
     }
@@ -85,6 +113,9 @@ pub fn plan(
         })
         .collect();
     write!(out, "{}{}", header(&plan), table::render(&headers, &rows))?;
+    if let Some(note) = later_runs(&plan) {
+        write!(out, "{note}")?;
+    }
     Ok(())
 }
 
@@ -107,6 +138,11 @@ pub fn submit(
     let new = reg.runs.iter().filter(|r| r.outcome != crate::store::Outcome::Existing).count();
     let verb = if reg.sweep_created { "registered" } else { "already registered" };
     write!(out, "{}", header(&plan))?;
+    if plan.spec.method == Method::Bayes {
+        let path = store.path().display();
+        writeln!(out, "{verb} in {path}: its runs are proposed one by one as `dbsweep run` or `resume` frees slots")?;
+        return Ok(());
+    }
     writeln!(out, "{verb} in {}: {new} new runs, {} reused", store.path().display(), reg.runs.len() - new)?;
     let mut headers = vec!["#".to_string(), "RUN ID".to_string()];
     headers.extend(plan.keys.iter().cloned());

@@ -15,6 +15,7 @@ use crate::scheduler::local::{LocalBackend, TrainCommand};
 use crate::scheduler::slurm::{SlurmBackend, SlurmOptions};
 use crate::scheduler::{self, DispatchOptions, Event, GpuSelection, Slot, gpus, slots};
 use crate::store::{CodeVersion, Store, host_name};
+use crate::sweep::bayes::Searcher;
 use crate::sweep::{self, Plan};
 use crate::train::preflight;
 
@@ -91,17 +92,28 @@ fn stop_counter() -> Result<Arc<AtomicUsize>, Error> {
     Ok(count)
 }
 
-/// The sweep's early-termination rule and metric, read back from the sweep file as stored.
-fn early_termination(store: &Store, sweep_id: &str) -> Result<Option<(sweep::Hyperband, String)>, Error> {
-    let summary = store.sweep(sweep_id)?;
-    let doc = crate::config::yaml::YamlDoc {
-        value: store.sweep_spec(sweep_id)?,
-        map: crate::config::SourceMap::new(Path::new(&summary.file)),
-    };
+/// How the registered sweep `sweep_id` is dispatched: the flags' policy, and its
+/// early-termination rule and a bayes sweep's searcher, read back from the store.
+fn dispatch_options(store: &Store, sweep_id: &str, args: &ScheduleArgs) -> Result<DispatchOptions, Error> {
+    let stored = store.stored_sweep(sweep_id)?;
+    let doc = crate::config::yaml::YamlDoc { value: stored.spec, map: crate::config::SourceMap::new(&stored.file) };
     let spec = sweep::parse(doc)?;
-    Ok(match (spec.early_terminate, spec.metric) {
+    let search = match spec.method {
+        sweep::Method::Bayes => Some(Searcher::from_stored(&spec, stored.base)?),
+        sweep::Method::Grid | sweep::Method::Random => None,
+    };
+    let early = match (spec.early_terminate, spec.metric) {
         (Some(rule), Some(metric)) => Some((sweep::Hyperband { rule, goal: metric.goal }, metric.name)),
         _ => None,
+    };
+    Ok(DispatchOptions {
+        host: host_name(),
+        max_retries: args.max_retries,
+        fail_fast: args.fail_fast,
+        immediate_failure: Duration::from_secs(10),
+        max_immediate_failures: 3,
+        early,
+        search,
     })
 }
 
@@ -157,14 +169,8 @@ fn schedule(
     args: &ScheduleArgs,
     out: &mut dyn Write,
 ) -> Result<Kind, Error> {
-    let opts = DispatchOptions {
-        host: host_name(),
-        max_retries: args.max_retries,
-        fail_fast: args.fail_fast,
-        immediate_failure: Duration::from_secs(10),
-        max_immediate_failures: 3,
-        early: early_termination(store, sweep_id)?,
-    };
+    let opts = dispatch_options(store, sweep_id, args)?;
+    let total = opts.search.as_ref().map(|s| s.run_cap() as usize);
     let stop = stop_counter()?;
     let mut write_err = None;
     let mode = if args.json {
@@ -176,7 +182,7 @@ fn schedule(
     };
     let rows = store.sweep_runs(sweep_id)?;
     let finished = rows.iter().filter(|r| r.status == crate::store::RunStatus::Finished).count();
-    let mut view = View::new(mode, rows.len(), finished);
+    let mut view = View::new(mode, total.unwrap_or(rows.len()), finished);
     let mut report = |event: Event| {
         if let Err(e) = view.show(&event, out) {
             write_err.get_or_insert(e);
@@ -240,11 +246,29 @@ pub fn run(
     let spec = sweep::load(&sweep_args.sweep)?;
     let plan = Plan::build(spec, env.iter().cloned(), &sweep_args.set)?;
     preflight::check_plan(&plan, env)?;
+    let bayes = plan.spec.method == sweep::Method::Bayes;
+    if bayes && rerun {
+        return Err(Error::Usage(
+            "--rerun applies to grid and random sweeps: a bayes sweep proposes its runs from its own results \
+             (change its `seed:` for another sequence)"
+                .into(),
+        ));
+    }
     let backend = backend(args, env, root)?;
+    if bayes && args.backend == Backend::Slurm && args.max_parallel.is_none() {
+        eprintln!(
+            "warning: without --max-parallel every run of this bayes sweep is proposed at once, before any result \
+             exists: give the number of jobs to run at a time"
+        );
+    }
     let mut store = Store::open(&root.join(crate::store::DB_FILE))?;
     let reg = store.register(&plan, &CodeVersion::current(), rerun)?;
     if !args.json {
-        writeln!(out, "sweep {} ({} runs) in {}", reg.sweep_id, reg.runs.len(), root.display())?;
+        let runs = match (bayes, plan.spec.run_cap) {
+            (true, Some(cap)) => format!("bayes, up to {cap} runs"),
+            _ => format!("{} runs", reg.runs.len()),
+        };
+        writeln!(out, "sweep {} ({runs}) in {}", reg.sweep_id, root.display())?;
     }
     schedule(&mut store, &reg.sweep_id, backend, args, out)
 }

@@ -1,4 +1,5 @@
-//! `dbsweep show RUN_ID`: the whole lineage record of one run.
+//! `dbsweep show RUN_ID`: the whole lineage record of one run, and for a run a bayes sweep
+//! proposed, how and from what.
 
 use std::io::Write;
 use std::path::Path;
@@ -35,6 +36,21 @@ pub fn show(db: &Path, run_id: &str, as_json: bool, out: &mut dyn Write) -> Resu
     let pending = wandb::pending(&run_dir).map_or(0, |p| p.entries);
     if pending > 0 {
         writeln!(out, "W&B          {pending} entries spooled, not delivered: `dbsweep sync {}` sends them", rec.id)?;
+    }
+    for p in &rec.proposals {
+        writeln!(out, "proposed     by sweep {} at #{}: {}", p.sweep_id, p.position, p.description)?;
+        let metric = p.metric.as_deref().unwrap_or("the sweep metric");
+        let observed: Vec<String> = p.observed.iter().map(|o| format!("{} {}", o.run_id, o.value)).collect();
+        let list = |ids: &[String]| if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+        writeln!(
+            out,
+            "  learned from {} result(s), {metric} ({} of each run): {}",
+            observed.len(),
+            p.metric_use,
+            list(&observed)
+        )?;
+        writeln!(out, "  without a result yet (counted as the worst): {}", list(&p.pending))?;
+        writeln!(out, "  failed or without the metric (only avoided): {}", list(&p.excluded))?;
     }
     writeln!(out, "\nsettings that are not defaults:")?;
     let headers: Vec<String> = ["KEY", "VALUE", "FROM", "WHERE"].map(String::from).to_vec();

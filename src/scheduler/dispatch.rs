@@ -1,7 +1,8 @@
-//! The one dispatch loop every backend runs under: claim runs through the lineage store, launch
-//! them while the backend has room, follow them to their end, retry failures from their
-//! checkpoints, count immediate failures, honour `--fail-fast`, escalate stop requests, stop
-//! runs that Hyperband drops, and report everything as [`Event`]s.
+//! The one dispatch loop every backend runs under: claim runs through the lineage store (for a
+//! bayes sweep, proposing the next run when none is left to claim), launch them while the
+//! backend has room, follow them to their end, retry failures from their checkpoints, count
+//! immediate failures, honour `--fail-fast`, escalate stop requests, stop runs that Hyperband
+//! drops, and report everything as [`Event`]s.
 //!
 //! A [`Backend`] only knows how to launch an attempt, tell how launched attempts ended, and
 //! signal them: [`super::local`] runs them as child processes on slots, [`super::slurm`] as
@@ -14,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use super::events::{Claimed, Event};
 use super::process;
+use super::propose::Proposer;
 use crate::exit::Kind;
 use crate::store::{Claim, RunStatus, Store, StoreError};
 use crate::sweep::Hyperband;
+use crate::sweep::bayes::Searcher;
 
 /// Stop requests: the number of signals received so far (Ctrl-C, SIGTERM).
 pub type StopCount = Arc<AtomicUsize>;
@@ -37,6 +40,8 @@ pub struct DispatchOptions {
     pub max_immediate_failures: usize,
     /// Early termination and the metric it ranks runs by.
     pub early: Option<(Hyperband, String)>,
+    /// For a bayes sweep, its searcher: runs are proposed as slots free up.
+    pub search: Option<Searcher>,
 }
 
 /// How running a sweep ended.
@@ -49,7 +54,7 @@ pub struct Summary {
     /// Runs failed for good (retries used up, or bad input).
     pub failed: usize,
     /// Runs not finished and not being trained (interrupted, pending, or failed with retries
-    /// left).
+    /// left), and a bayes sweep's runs not proposed yet.
     pub remaining: usize,
     /// Runs being trained by another orchestrator.
     pub elsewhere: Vec<Claimed>,
@@ -206,6 +211,7 @@ pub fn dispatch(
 ) -> Result<Summary, StoreError> {
     report(Event::Sweep { sweep_id: sweep_id.to_string() });
     let mut active = backend.adopt(store, sweep_id, report)?;
+    let mut proposer = opts.search.clone().map(Proposer::new);
     let mut launching = true;
     let mut forwarded = 0;
     let mut immediate_failures = 0;
@@ -232,7 +238,16 @@ pub fn dispatch(
             }
         }
         while launching && active.len() < backend.capacity() && stop.load(Ordering::SeqCst) == forwarded {
-            let Some(claim) = store.claim(sweep_id, opts.max_retries, &opts.host, std::process::id())? else { break };
+            let Some(claim) = store.claim(sweep_id, opts.max_retries, &opts.host, std::process::id())? else {
+                let proposed = match proposer.as_mut() {
+                    Some(p) => p.next(store, sweep_id, opts.max_retries, report)?,
+                    None => false,
+                };
+                if proposed {
+                    continue;
+                }
+                break;
+            };
             match backend.launch(store, &claim, &active) {
                 Ok(a) => {
                     report(Event::Started {
@@ -358,7 +373,10 @@ pub fn dispatch(
     }
     // Attempts still in flight here were abandoned (their jobs go on): their runs remain.
     let abandoned: Vec<String> = active.iter().map(|a| a.run.clone()).collect();
-    let summary = summarize(store, sweep_id, opts, &abandoned, stop.load(Ordering::SeqCst) > 0)?;
+    let mut summary = summarize(store, sweep_id, opts, &abandoned, stop.load(Ordering::SeqCst) > 0)?;
+    if let Some(p) = &proposer {
+        summary.remaining += p.unproposed(store.sweep_runs(sweep_id)?.len());
+    }
     report(Event::Done {
         finished: summary.finished,
         stopped: summary.stopped,

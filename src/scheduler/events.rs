@@ -88,6 +88,24 @@ pub enum Event {
         /// Seconds left at the rate seen so far, once known.
         eta_seconds: Option<f64>,
     },
+    /// A bayes sweep proposed its next run and registered it.
+    Proposed {
+        /// Run id.
+        run: String,
+        /// Its position in the sweep.
+        position: usize,
+        /// How it was chosen, in words.
+        how: String,
+        /// Runs with a value the proposal learned from.
+        results: usize,
+        /// Runs without a value yet (counted as the worst).
+        pending: usize,
+    },
+    /// A bayes sweep proposes no more runs (the runs it has still run).
+    ProposalsEnded {
+        /// Why.
+        reason: String,
+    },
     /// Early termination stops a run that fell behind at a rung.
     EarlyStop {
         /// Run id.
@@ -143,6 +161,10 @@ impl Event {
                 let eta = eta_seconds.map_or("-".into(), |s| format!("{s:.0}s"));
                 format!("{run:<24} {slot:<10} step {step:>6}/{total:<6} loss {loss:<9.5} eta {eta}")
             }
+            Event::Proposed { run, position, how, results, pending } => {
+                format!("proposed {run} (#{position}): {how}, from {results} result(s), {pending} without one yet")
+            }
+            Event::ProposalsEnded { reason } => format!("no more proposals: {reason}"),
             Event::EarlyStop { run, rung, metric } => {
                 format!("early stop {run}: not among the best at report {rung} of {metric}")
             }

@@ -3,7 +3,7 @@
 //!
 //! - [`dispatch`]: the one loop (claims through the lineage store, retries, immediate-failure
 //!   counting, fail-fast, stop escalation, Hyperband early termination, the summary) behind the
-//!   [`dispatch::Backend`] trait;
+//!   [`dispatch::Backend`] trait, with [`propose`] making a bayes sweep's runs as slots free up;
 //! - [`local`]: child processes on this machine's slots ([`slots`], [`gpus`]);
 //! - [`slurm`]: one batch job per attempt on a Slurm cluster;
 //! - [`process`]: processes and their logs; [`events`]: what the loop reports.
@@ -15,6 +15,7 @@ pub mod events;
 pub mod gpus;
 pub mod local;
 pub mod process;
+pub mod propose;
 pub mod slots;
 pub mod slurm;
 

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use lifecycle::{CheckpointRow, MetricBatch, StoredRun};
 pub use migrations::{MIGRATIONS, current_version};
 pub use proposal::{NewProposal, ObservedRun, ProposalRecord, Registered, SweepRun};
-pub use query::{EventRow, MetricSummary, ParamRow, RunRecord, RunRow, SweepRef, SweepSummary};
+pub use query::{EventRow, MetricSummary, ParamRow, RunRecord, RunRow, StoredSweep, SweepRef, SweepSummary};
 pub use register::{Outcome, RegisteredRun, Registration};
 pub use status::RunStatus;
 

@@ -1,6 +1,7 @@
 //! Reading lineage back: sweeps with their run counts, a sweep's runs, one run's whole record.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -31,6 +32,17 @@ pub struct SweepSummary {
     pub counts: BTreeMap<RunStatus, u64>,
     /// Total runs.
     pub total: u64,
+}
+
+/// A registered sweep as its orchestrator reads it back.
+#[derive(Clone, Debug)]
+pub struct StoredSweep {
+    /// The sweep file (absolute for sweeps registered since schema version 6).
+    pub file: PathBuf,
+    /// The sweep file as parsed at submission.
+    pub spec: Value,
+    /// The resolved base configuration every run starts from.
+    pub base: Value,
 }
 
 /// One run of a sweep, for listings.
@@ -204,11 +216,23 @@ impl Store {
         Err(StoreError::NotFound { what: "sweep", id: key.into(), hint: suggest(key, names) })
     }
 
-    /// The sweep file of sweep `sweep_id` as it was parsed at submission.
-    pub fn sweep_spec(&self, sweep_id: &str) -> Result<Value, StoreError> {
-        let text: String =
-            self.conn.query_row("SELECT spec_json FROM sweeps WHERE id = ?1", [sweep_id], |r| r.get(0))?;
-        json(text, "sweep file")
+    /// Sweep `sweep_id` as it was registered: its file as parsed, its base configuration, and
+    /// the sweep file's path (absolute when the sweep recorded it).
+    pub fn stored_sweep(&self, sweep_id: &str) -> Result<StoredSweep, StoreError> {
+        let (file, spec, base, provenance): (String, String, String, Option<String>) = self.conn.query_row(
+            "SELECT file, spec_json, base_config_json, provenance_json FROM sweeps WHERE id = ?1",
+            [sweep_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let absolute = match provenance {
+            Some(text) => json(text, "sweep provenance")?["sweep_file"].as_str().map(PathBuf::from),
+            None => None,
+        };
+        Ok(StoredSweep {
+            file: absolute.unwrap_or_else(|| PathBuf::from(file)),
+            spec: json(spec, "sweep file")?,
+            base: json(base, "sweep configuration")?,
+        })
     }
 
     /// The runs of sweep `sweep_id`, in expansion order.
