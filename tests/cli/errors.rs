@@ -159,3 +159,30 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn bayes_without_metric_or_run_cap_or_over_a_parameter_it_cannot_model() {
+    let env = Env::new();
+    let lr = "parameters:\n  train.learning_rate: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}\n";
+    let f = env.write("s.yaml", &format!("method: bayes\nrun_cap: 4\n{lr}"));
+    let err = bad(&env, &["run", &f, "--gpus", "none"]);
+    assert!(err.contains("s.yaml:1:1: missing: expected `metric:` with `name` and `goal`"), "{err}");
+    let f = env.write("s.yaml", &format!("method: bayes\nmetric: {{name: val/loss, goal: minimize}}\n{lr}"));
+    let err = bad(&env, &["submit", &f]);
+    assert!(err.contains("missing: expected `run_cap:` (bayes search needs a number of runs)"), "{err}");
+    let f = env.write("s.yaml", &format!("method: bayes\nrun_cap: 4\nmetric: {{name: val/loss}}\n{lr}"));
+    let err = bad(&env, &["plan", &f]);
+    assert!(err.contains("s.yaml:3:1: key `metric`: missing: expected `goal:`"), "{err}");
+    let f = env.write(
+        "s.yaml",
+        "method: bayes\nrun_cap: 4\nmetric: {name: val/loss, goal: minimize}\nparameters:\n  train.max_train_steps: {min: 1, max: 100000000000000000}\n",
+    );
+    let err = bad(&env, &["run", &f, "--gpus", "none"]);
+    assert!(
+        err.contains("s.yaml:5:3: key `train.max_train_steps`: bayes search cannot model this parameter: bounds beyond ±2^53"),
+        "{err}"
+    );
+    let f = env.write("s.yaml", &format!("method: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\n{lr}"));
+    let err = bad(&env, &["run", &f, "--gpus", "none", "--rerun"]);
+    assert!(err.contains("--rerun applies to grid and random sweeps"), "{err}");
+}

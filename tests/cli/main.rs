@@ -2,6 +2,7 @@
 //! and exit codes. Every test gets its own output root in a temporary folder and runs from
 //! the repository root, so the shipped `sweeps/` files are what is tested.
 
+mod bayes;
 mod docs;
 mod errors;
 mod lora;
@@ -15,7 +16,8 @@ mod submit;
 mod train;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A test's output root and a way to run dbsweep against it.
 pub struct Env {
@@ -102,4 +104,40 @@ pub fn fake_nvidia_smi(env: &Env, n: usize) -> String {
     std::fs::write(&script, format!("#!/bin/sh\n{}\n", lines.join("\n"))).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// Starts `dbsweep --root ROOT ARGS...` from the repository root with extra environment
+/// variables, its output piped.
+pub fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbsweep"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("--root").arg(env.root()).args(args);
+    cmd.env_remove("DBSWEEP_ROOT").stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The first column of `sql`'s rows in the test's store.
+pub fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> Vec<T> {
+    try_query(env, sql).unwrap()
+}
+
+/// `sql`'s rows, or an error while the store is being created.
+pub fn try_query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> rusqlite::Result<Vec<T>> {
+    let conn = rusqlite::Connection::open(env.db())?;
+    let mut stmt = conn.prepare(sql)?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Waits (bounded) until no run is `running`.
+pub fn settle(env: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if query::<i64>(env, "SELECT COUNT(*) FROM runs WHERE status = 'running'")[0] == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("runs still running after 60 s");
 }

@@ -1,9 +1,9 @@
 //! `dbsweep run` / `resume`: slots, retries, failures, interruption and chaos.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::Env;
+use crate::{Env, query, settle, spawn, try_query};
 
 /// A sweep of `n` short runs (seeds 1..=n) on the built-in model.
 fn sweep(env: &Env, n: usize, steps: u32) -> String {
@@ -19,39 +19,6 @@ fn sweep(env: &Env, n: usize, steps: u32) -> String {
             seeds.join(", ")
         ),
     )
-}
-
-fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbsweep"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("--root").arg(env.root()).args(args);
-    cmd.env_remove("DBSWEEP_ROOT").stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> Vec<T> {
-    try_query(env, sql).unwrap()
-}
-
-/// `sql`'s rows, or an error while the store is being created.
-fn try_query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> rusqlite::Result<Vec<T>> {
-    let conn = rusqlite::Connection::open(env.db())?;
-    let mut stmt = conn.prepare(sql)?;
-    stmt.query_map([], |r| r.get(0))?.collect()
-}
-
-/// Waits (bounded) until no run is `running`.
-fn settle(env: &Env) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if query::<i64>(env, "SELECT COUNT(*) FROM runs WHERE status = 'running'")[0] == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("runs still running after 60 s");
 }
 
 fn assert_each_point_once(env: &Env, steps: i64) {
