@@ -348,6 +348,39 @@ fn hyperband_stops_slurm_jobs_as_it_stops_local_runs() {
 }
 
 #[test]
+fn a_bayes_sweep_proposes_its_runs_as_jobs_end() {
+    // The dispatch loop is the local backend's: with two jobs at a time, each later proposal
+    // is made when a job ends, with the other still pending.
+    let cluster = Cluster::up();
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("bayes.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: slurmbayes\nextends: {}\nmethod: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: {STEPS}}}\n  validation: {{every_steps: 2}}\n  checkpoint: {{every_steps: 2}}\nparameters:\n  train.learning_rate: {{distribution: log_uniform_values, min: 1.0e-5, max: 1.0e-3}}\n",
+            repo().join("sweeps/base/tiny.yaml").display(),
+            repo().join("examples/instance").display()
+        ),
+    )
+    .unwrap();
+    let sweep = Sweep { root, file, conf: cluster.conf.clone() };
+    let args = ["run", sweep.file.to_str().unwrap(), "--backend", "slurm", "--gres", "none", "--max-parallel", "2"];
+    let (code, out) = sweep.run(&args, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning"), "--max-parallel given: {out}");
+    assert_eq!(out.matches("proposed ").count(), 4, "{out}");
+    assert!(out.contains("sweep done: 4 finished, 0 failed, 0 remaining"), "{out}");
+    assert_eq!(sweep.query::<i64>("SELECT position FROM proposals ORDER BY position"), [0, 1, 2, 3]);
+    let devices: Vec<String> = sweep.query("SELECT device FROM runs");
+    assert!(devices.iter().all(|d| d.starts_with("cpu, slurm job ")), "each run a Slurm job: {devices:?}");
+    let pending: Vec<String> = sweep.query("SELECT pending_json FROM proposals ORDER BY position");
+    assert_eq!(pending[0], "[]");
+    assert_ne!(pending[1], "[]", "the second proposal is made while the first job is pending or running");
+    sweep.assert_each_point_once(4, STEPS);
+    assert!(cluster.queued().is_empty());
+}
+
+#[test]
 fn slurm_errors_are_clear_messages() {
     let cluster = Cluster::up();
     let sweep = Sweep::new(&cluster, "slurmbad", 1, STEPS);
