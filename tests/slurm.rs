@@ -89,19 +89,29 @@ struct Sweep {
 impl Sweep {
     /// A sweep of `n` runs (seeds 1..=n) of `steps` steps on the built-in tiny model.
     fn new(cluster: &Cluster, name: &str, n: usize, steps: usize) -> Sweep {
-        let root = tempfile::tempdir().unwrap();
         let seeds: Vec<String> = (1..=n).map(|s| s.to_string()).collect();
+        let settings = format!(
+            "name: {name}\nbase:\n  train: {{max_train_steps: {steps}}}\n  checkpoint: {{every_steps: 2}}\n  validation: {{every_steps: 1000}}\nparameters:\n  seed: {{values: [{}]}}\n",
+            seeds.join(", ")
+        );
+        Sweep::of(cluster, &settings)
+    }
+
+    /// A sweep file of `settings` (YAML, with `base:` in block style) extending the built-in
+    /// tiny model's experiment file, on the shipped instance images and 2 class images.
+    fn of(cluster: &Cluster, settings: &str) -> Sweep {
+        let root = tempfile::tempdir().unwrap();
         let file = root.path().join("sweep.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "name: {name}\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: {steps}}}\n  checkpoint: {{every_steps: 2}}\n  validation: {{every_steps: 1000}}\nparameters:\n  seed: {{values: [{}]}}\n",
-                repo().join("sweeps/base/tiny.yaml").display(),
-                repo().join("examples/instance").display(),
-                seeds.join(", ")
-            ),
-        )
-        .unwrap();
+        let data = format!(
+            "base:\n  data: {{instance_dir: {}, num_class_images: 2}}\n",
+            repo().join("examples/instance").display()
+        );
+        let text = format!(
+            "extends: {}\n{}",
+            repo().join("sweeps/base/tiny.yaml").display(),
+            settings.replacen("base:\n", &data, 1)
+        );
+        std::fs::write(&file, text).unwrap();
         Sweep { root, file, conf: cluster.conf.clone() }
     }
 
@@ -315,18 +325,10 @@ fn hyperband_stops_slurm_jobs_as_it_stops_local_runs() {
     // train/lr is constant per run, so the ranking is known, and one job at a time gives the
     // same order of reports as one CPU slot, so the same decisions.
     let cluster = Cluster::up();
-    let root = tempfile::tempdir().unwrap();
-    let file = root.path().join("hb.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "name: slurmhb\nextends: {}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: 80}}\n  validation: {{every_steps: 1000}}\n  checkpoint: {{every_steps: 1000}}\nmetric: {{name: train/lr, goal: minimize}}\nearly_terminate: {{type: hyperband, min_iter: 3, eta: 2}}\nparameters:\n  train.learning_rate: {{values: [1.0e-5, 1.0e-4, 1.0e-3]}}\n",
-            repo().join("sweeps/base/tiny.yaml").display(),
-            repo().join("examples/instance").display()
-        ),
-    )
-    .unwrap();
-    let sweep = Sweep { root, file, conf: cluster.conf.clone() };
+    let sweep = Sweep::of(
+        &cluster,
+        "name: slurmhb\nbase:\n  train: {max_train_steps: 80}\n  validation: {every_steps: 1000}\n  checkpoint: {every_steps: 1000}\nmetric: {name: train/lr, goal: minimize}\nearly_terminate: {type: hyperband, min_iter: 3, eta: 2}\nparameters:\n  train.learning_rate: {values: [1.0e-5, 1.0e-4, 1.0e-3]}\n",
+    );
     let args = ["run", sweep.file.to_str().unwrap(), "--backend", "slurm", "--gres", "none", "--max-parallel", "1"];
     let (code, out) = sweep.run(&args, &[]);
     assert_eq!(code, 0, "{out}");
@@ -352,18 +354,12 @@ fn a_bayes_sweep_proposes_its_runs_as_jobs_end() {
     // The dispatch loop is the local backend's: with two jobs at a time, each later proposal
     // is made when a job ends, with the other still pending.
     let cluster = Cluster::up();
-    let root = tempfile::tempdir().unwrap();
-    let file = root.path().join("bayes.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "name: slurmbayes\nextends: {}\nmethod: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\nbase:\n  data: {{instance_dir: {}, num_class_images: 2}}\n  train: {{max_train_steps: {STEPS}}}\n  validation: {{every_steps: 2}}\n  checkpoint: {{every_steps: 2}}\nparameters:\n  train.learning_rate: {{distribution: log_uniform_values, min: 1.0e-5, max: 1.0e-3}}\n",
-            repo().join("sweeps/base/tiny.yaml").display(),
-            repo().join("examples/instance").display()
+    let sweep = Sweep::of(
+        &cluster,
+        &format!(
+            "name: slurmbayes\nmethod: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\nbase:\n  train: {{max_train_steps: {STEPS}}}\n  validation: {{every_steps: 2}}\n  checkpoint: {{every_steps: 2}}\nparameters:\n  train.learning_rate: {{distribution: log_uniform_values, min: 1.0e-5, max: 1.0e-3}}\n"
         ),
-    )
-    .unwrap();
-    let sweep = Sweep { root, file, conf: cluster.conf.clone() };
+    );
     let args = ["run", sweep.file.to_str().unwrap(), "--backend", "slurm", "--gres", "none", "--max-parallel", "2"];
     let (code, out) = sweep.run(&args, &[]);
     assert_eq!(code, 0, "{out}");

@@ -218,20 +218,26 @@ fn a_failure_recorded_by_the_trainer_and_then_its_scheduler_is_one_event_with_th
     assert_eq!(rec.events.iter().filter(|e| e.to == RunStatus::Failed).count(), 2);
 }
 
+/// Writes at `path` a store as schema `version` wrote it, with one code version (id 1) and
+/// the rows `rows` adds.
+fn old_store(path: &Path, version: usize, rows: impl FnOnce(&rusqlite::Transaction<'_>)) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for sql in &migrations::MIGRATIONS[..version] {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.pragma_update(None, "user_version", version as u32).unwrap();
+    tx.execute("INSERT INTO code_versions (id, version, git_commit, git_dirty) VALUES (1, 'v', '', 0)", []).unwrap();
+    rows(&tx);
+    tx.commit().unwrap();
+}
+
 #[test]
 fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
-    {
-        // A store as version 2 wrote it, with points of two runs.
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        for sql in &migrations::MIGRATIONS[..2] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 2).unwrap();
-        tx.execute("INSERT INTO code_versions (id, version, git_commit, git_dirty) VALUES (1, 'v', '', 0)", [])
-            .unwrap();
+    // A store as version 2 wrote it, with points of two runs.
+    old_store(&path, 2, |tx| {
         for run in ["a", "b"] {
             tx.execute(
                 "INSERT INTO runs (id, config_hash, config_json, seed, status, attempt, code_version_id, created_at)
@@ -247,8 +253,7 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
                 .unwrap();
             }
         }
-        tx.commit().unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), current_version());
     assert_eq!(count(&store, "SELECT COUNT(*) FROM metrics"), 6);
@@ -275,18 +280,11 @@ fn a_version_2_store_keeps_every_metric_point_through_migrations_3_and_4() {
 fn a_version_5_store_keeps_every_sweep_and_its_runs_through_migration_6() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
-    {
-        // A store as version 5 wrote it: two sweeps (the older one with the higher rowid) and
-        // their runs.
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        for sql in &migrations::MIGRATIONS[..5] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 5).unwrap();
+    // A store as version 5 wrote it: two sweeps (the older one with the higher rowid) and
+    // their runs.
+    old_store(&path, 5, |tx| {
         tx.execute_batch(
-            "INSERT INTO code_versions (id, version, git_commit, git_dirty) VALUES (1, 'v', '', 0);
-             INSERT INTO sweeps (rowid, id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at)
+            "INSERT INTO sweeps (rowid, id, name, file, method, metric_name, metric_goal, spec_json, base_config_json, code_version_id, created_at)
                 VALUES (7, 'g-1', 'g', 'g.yaml', 'grid', 'val/loss', 'minimize', '{}', '{}', 1, 't1'),
                        (3, 'r-2', 'r', 'r.yaml', 'random', NULL, NULL, '{}', '{}', 1, 't2');
              INSERT INTO runs (id, config_hash, config_json, seed, status, attempt, code_version_id, created_at)
@@ -294,8 +292,7 @@ fn a_version_5_store_keeps_every_sweep_and_its_runs_through_migration_6() {
              INSERT INTO sweep_runs (sweep_id, run_id, position) VALUES ('g-1', 'a', 0), ('g-1', 'b', 1), ('r-2', 'a', 0);",
         )
         .unwrap();
-        tx.commit().unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), current_version());
     let sweeps: Vec<(String, String, usize)> =

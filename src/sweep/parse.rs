@@ -216,15 +216,9 @@ impl Reader<'_> {
                 &obj[key],
             );
         }
-        let use_ = match obj.get("use") {
-            None => MetricUse::Best,
-            Some(Value::String(u)) if u == "best" => MetricUse::Best,
-            Some(Value::String(u)) if u == "last" => MetricUse::Last,
-            Some(v) => {
-                self.invalid(&["metric", "use"], "best or last (which of a run's values bayes search learns from)", v);
-                MetricUse::Best
-            }
-        };
+        let uses = [("best", MetricUse::Best), ("last", MetricUse::Last)];
+        let expected = "best or last (which of a run's values bayes search learns from)";
+        let use_ = self.keyword(obj, "use", &uses, expected).unwrap_or_default();
         let target = match obj.get("target") {
             None => None,
             Some(v) if v.as_f64().is_some_and(f64::is_finite) => v.as_f64(),
@@ -247,16 +241,23 @@ impl Reader<'_> {
                 return None;
             }
         };
+        let goals = [("minimize", Goal::Minimize), ("maximize", Goal::Maximize)];
         let goal = match obj.get("goal") {
             None => Goal::Minimize,
-            Some(Value::String(g)) if g == "minimize" => Goal::Minimize,
-            Some(Value::String(g)) if g == "maximize" => Goal::Maximize,
-            Some(v) => {
-                self.invalid(&["metric", "goal"], "minimize or maximize", v);
-                return None;
-            }
+            Some(_) => self.keyword(obj, "goal", &goals, "minimize or maximize")?,
         };
         Some(Metric { name, goal, use_, target })
+    }
+
+    /// The value of `metric.key` among the `choices` by name (`None`, reported as not
+    /// `expected`, when it is none of them; `None` when absent).
+    fn keyword<T: Copy>(&mut self, obj: &Obj, key: &str, choices: &[(&str, T)], expected: &str) -> Option<T> {
+        let v = obj.get(key)?;
+        let found = choices.iter().find(|(name, _)| v.as_str() == Some(*name)).map(|(_, c)| *c);
+        if found.is_none() {
+            self.invalid(&["metric", key], expected, v);
+        }
+        found
     }
 
     fn parameters(&mut self, params: &Obj, p: &mut Vec<String>, prefix: &str, out: &mut Vec<Parameter>) {
