@@ -38,7 +38,8 @@
 //! A proposal is a pure function of (seed, index, observations in order, pending and excluded
 //! points, goal, settings): its randomness comes from generators seeded with xxh3 of
 //! `"{seed}|{purpose}|{index}"`, never from global state, and nothing depends on hash-map
-//! order. A sweep resumed after a crash proposes exactly the same points.
+//! order. A sweep resumed after a crash therefore proposes the same points wherever its runs
+//! give the same inputs: `scheduler::propose` says when that is (one slot).
 //!
 //! # Values
 //! Non-finite metric values (a diverged run) rank worst and are in the bad group. Observed
