@@ -179,10 +179,13 @@ fn bayes_without_metric_or_run_cap_or_over_a_parameter_it_cannot_model() {
     );
     let err = bad(&env, &["run", &f, "--gpus", "none"]);
     assert!(
-        err.contains("s.yaml:5:3: key `train.max_train_steps`: bayes search cannot model this parameter: bounds beyond ±2^53"),
+        err.contains(
+            "s.yaml:5:3: key `train.max_train_steps`: bayes search cannot model this parameter: bounds beyond ±2^53"
+        ),
         "{err}"
     );
-    let f = env.write("s.yaml", &format!("method: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\n{lr}"));
+    let f =
+        env.write("s.yaml", &format!("method: bayes\nrun_cap: 4\nmetric: {{name: val/loss, goal: minimize}}\n{lr}"));
     let err = bad(&env, &["run", &f, "--gpus", "none", "--rerun"]);
     assert!(err.contains("--rerun applies to grid and random sweeps"), "{err}");
 }
