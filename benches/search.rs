@@ -24,8 +24,9 @@
 //! - `random`: dbsweep's random search (independent draws with random search's
 //!   distributions, never ending);
 //! - `optuna`, `optuna x4`: `optuna.samplers.TPESampler(seed=s)`, default settings, through
-//!   `benches/optuna_search.py` with the Python named by `DBSWEEP_OPTUNA_PYTHON` or
-//!   `target/optuna-venv/bin/python` (skipped with a note when neither has optuna).
+//!   `benches/optuna_search.py` with the Python named by `DBSWEEP_OPTUNA_PYTHON`, else
+//!   `target/optuna-venv/bin/python`, which the bench creates with a pinned optuna from PyPI
+//!   (skipped with a note when that cannot be done).
 //!
 //! Printed: median simple regret (the noise-free value of the best point found, by its
 //! observed value, minus the minimum) and its interquartile range after 10, 20 and 40
@@ -401,12 +402,35 @@ fn print_tests(results: &Results) {
     }
 }
 
+/// The Optuna version the bench installs into `target/optuna-venv` when it has none.
+const OPTUNA_VERSION: &str = "5.0.0";
+
+/// A Python with optuna: `DBSWEEP_OPTUNA_PYTHON`, else `target/optuna-venv`, created with
+/// optuna [`OPTUNA_VERSION`] from PyPI on first use (`None`, with a note, when that fails).
 fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("DBSWEEP_OPTUNA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/optuna-venv/bin/python"));
-    let ok = Command::new(&candidate).args(["-c", "import optuna"]).stderr(Stdio::null()).status();
-    ok.is_ok_and(|s| s.success()).then_some(candidate)
+    let has_optuna = |python: &Path| {
+        let ok = Command::new(python).args(["-c", "import optuna"]).stderr(Stdio::null()).status();
+        ok.is_ok_and(|s| s.success())
+    };
+    if let Some(given) = std::env::var_os("DBSWEEP_OPTUNA_PYTHON").map(PathBuf::from) {
+        return has_optuna(&given).then_some(given);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/optuna-venv");
+    let python = venv.join("bin/python");
+    if has_optuna(&python) {
+        return Some(python);
+    }
+    println!("installing optuna {OPTUNA_VERSION} into {}", venv.display());
+    let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-input"])
+            .arg(format!("optuna=={OPTUNA_VERSION}"))
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        println!("(could not install optuna: python3 with venv and PyPI are needed; Optuna is skipped)");
+    }
+    (made && has_optuna(&python)).then_some(python)
 }
 
 fn latency() {
