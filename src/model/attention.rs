@@ -8,10 +8,15 @@
 //! This is both correct (candle-nn's fused softmax has no backward at all) and much cheaper
 //! than differentiating the composed ops. With [`AttentionMode::Chunked`] the forward and the
 //! backward hold `chunk × keys` scores at a time instead of `queries × keys`.
+//!
+//! On the CPU in f32, the scaled (and masked) softmax and its backward are one pass each over
+//! a row of scores ([`super::kernels`], with a vectorised `exp`); elsewhere they are candle ops.
 
-use candle_core::{CustomOp3, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use super::conv::f32_slice;
 use super::handover::{Handover, hand_over};
+use super::kernels;
 
 /// How attention is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +65,12 @@ struct AttentionOp {
 impl AttentionOp {
     /// Probabilities of queries `start..start + len` against all keys.
     fn probabilities(&self, q: &Tensor, kt: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-        let mut scores = (q.narrow(1, start, len)?.matmul(kt)? * self.scale)?;
+        let scores = q.narrow(1, start, len)?.matmul(kt)?;
+        if on_cpu_in_f32(&scores) {
+            let causal_from = self.causal.then_some(start);
+            return scores.apply_op1_no_bwd(&ScaledSoftmax { scale: self.scale as f32, causal_from });
+        }
+        let mut scores = (scores * self.scale)?;
         if self.causal {
             let nk = kt.dim(2)?;
             let mask: Vec<f32> = (start..start + len)
@@ -70,7 +80,16 @@ impl AttentionOp {
             scores = scores.broadcast_add(&mask)?;
         }
         // Half-precision scores are normalised in f32, as PyTorch's autocast does.
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?.to_dtype(scores.dtype())
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())
+    }
+
+    /// The gradient of the scaled scores from the probabilities `p` and their gradient `dp`:
+    /// `scale · p ∘ (dp − rowsum(dp ∘ p))`.
+    fn score_gradient(&self, p: &Tensor, dp: &Tensor) -> Result<Tensor> {
+        if on_cpu_in_f32(p) {
+            return p.apply_op2_no_bwd(dp, &ScaledSoftmaxGrad { scale: self.scale as f32 });
+        }
+        (p * dp.broadcast_sub(&(dp * p)?.sum_keepdim(2)?)?)? * self.scale
     }
 
     fn blocks(&self, n: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -112,12 +131,71 @@ impl CustomOp3 for AttentionOp {
             let p = self.probabilities(&q, &kt, start, len)?;
             let g = grad.narrow(1, start, len)?;
             dv = (dv + p.t()?.matmul(&g)?)?;
-            let dp = g.matmul(&vt)?;
-            let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(2)?)?)?;
-            dq.push((ds.matmul(&k)? * self.scale)?);
-            dk = (dk + (ds.t()?.matmul(&q.narrow(1, start, len)?)? * self.scale)?)?;
+            let ds = self.score_gradient(&p, &g.matmul(&vt)?)?;
+            dq.push(ds.matmul(&k)?);
+            dk = (dk + ds.t()?.matmul(&q.narrow(1, start, len)?)?)?;
         }
         Ok((Some(Tensor::cat(&dq, 1)?), Some(dk), Some(dv)))
+    }
+}
+
+/// Whether `t` is an f32 tensor in host memory, which the fused kernels take.
+fn on_cpu_in_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// `softmax(scale · scores)` over the last dimension of [rows, queries, keys] scores; with
+/// `causal_from`, query `i` of the block (query `causal_from + i` overall) sees keys
+/// `0..=causal_from + i` only.
+struct ScaledSoftmax {
+    scale: f32,
+    causal_from: Option<usize>,
+}
+
+impl CustomOp1 for ScaledSoftmax {
+    fn name(&self) -> &'static str {
+        "dbsweep-scaled-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let scores = f32_slice(storage, layout, "attention scores")?;
+        let (_, queries, keys) = layout.shape().dims3()?;
+        let mut p = vec![0f32; scores.len()];
+        kernels::par_chunks(scores, &mut p, keys, |at, scores, block| {
+            for (r, (row, out)) in scores.chunks(keys).zip(block.chunks_mut(keys)).enumerate() {
+                let query = (at / keys + r) % queries;
+                let valid = self.causal_from.map_or(keys, |from| (from + query + 1).min(keys));
+                kernels::softmax_row(row, out, valid, self.scale);
+            }
+        });
+        Ok((CpuStorage::F32(p), layout.shape().clone()))
+    }
+}
+
+/// The gradient of [`ScaledSoftmax`]'s input from its output and the output's gradient.
+struct ScaledSoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for ScaledSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "dbsweep-scaled-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (p, g) = (f32_slice(ps, pl, "attention probabilities")?, f32_slice(gs, gl, "their gradient")?);
+        let keys = pl.shape().dims().last().copied().unwrap_or(1).max(1);
+        if p.len() != g.len() {
+            candle_core::bail!("{} gradients for {} attention probabilities", g.len(), p.len());
+        }
+        let mut ds = vec![0f32; p.len()];
+        kernels::par_chunks(p, &mut ds, keys, |at, p, block| {
+            let g = &g[at..at + p.len()];
+            for ((p, g), row) in p.chunks(keys).zip(g.chunks(keys)).zip(block.chunks_mut(keys)) {
+                kernels::softmax_backward_row(p, g, row, self.scale);
+            }
+        });
+        Ok((CpuStorage::F32(ds), pl.shape().clone()))
     }
 }
 

@@ -6,6 +6,7 @@
 //! Every module that is trained is built from ops whose backward pass is correct (see
 //! [`nn`]); parity tests against PyTorch + diffusers guard outputs and gradients.
 
+pub mod activation;
 pub mod attention;
 pub mod builtin;
 pub mod check;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod group_norm;
 pub mod handover;
 pub mod json;
+pub mod kernels;
 pub mod lora;
 pub mod nn;
 pub mod noise_schedule;

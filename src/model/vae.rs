@@ -6,6 +6,7 @@ use candle_core::{D, Module, Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::activation::silu;
 use super::attention::{AttentionMode, attention};
 use super::conv::Conv2d;
 use super::error::{ModelError, Result};
@@ -246,7 +247,7 @@ impl AutoencoderKL {
             }
         }
         xs = self.enc_mid.forward(&xs)?;
-        xs = self.enc_conv_out.forward(&self.enc_norm_out.forward(&xs)?.silu()?)?;
+        xs = self.enc_conv_out.forward(&silu(&self.enc_norm_out.forward(&xs)?)?)?;
         if let Some(conv) = &self.quant_conv {
             xs = conv.forward(&xs)?;
         }
@@ -270,7 +271,7 @@ impl AutoencoderKL {
                 xs = conv.forward(&xs.upsample_nearest2d(h * 2, w * 2)?)?;
             }
         }
-        self.dec_conv_out.forward(&self.dec_norm_out.forward(&xs)?.silu()?)
+        self.dec_conv_out.forward(&silu(&self.dec_norm_out.forward(&xs)?)?)
     }
 
     /// Latents as the UNet sees them: `(mean - shift) * scaling_factor`.

@@ -4,6 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::model::activation::silu;
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::conv::Conv2d;
 use crate::model::group_norm::GroupNorm;
@@ -44,11 +45,11 @@ impl ResnetBlock2D {
 
     /// `xs` [batch, in_ch, h, w], `temb` [batch, temb_dim] (UNet) or `None` (VAE).
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
+        let mut h = self.conv1.forward(&silu(&self.norm1.forward(xs)?)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            h = h.broadcast_add(&proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?)?;
+            h = h.broadcast_add(&proj.forward(&silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),

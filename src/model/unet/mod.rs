@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 pub use blocks::{ResnetBlock2D, Transformer2D, TransformerSpec};
 pub use config::{Level, UNetConfig};
 
+use super::activation::silu;
 use super::attention::AttentionMode;
 use super::conv::Conv2d;
 use super::error::Result;
@@ -200,7 +201,7 @@ impl UNet2DConditionModel {
     /// `context` [b, tokens, dim]. Height and width must be multiples of 2^(levels-1).
     pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let temb = self.time_proj(timesteps)?.to_dtype(latents.dtype())?;
-        let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&temb)?.silu()?)?;
+        let temb = self.time_linear_2.forward(&silu(&self.time_linear_1.forward(&temb)?)?)?;
         let mut xs = self.conv_in.forward(latents)?;
         let mut skips = vec![xs.clone()];
         for block in &self.down {
@@ -232,7 +233,7 @@ impl UNet2DConditionModel {
                 xs = up.forward(&xs.upsample_nearest2d(h * 2, w * 2)?)?;
             }
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&xs)?.silu()?)
+        self.conv_out.forward(&silu(&self.conv_norm_out.forward(&xs)?)?)
     }
 }
 
