@@ -72,7 +72,7 @@ fn main() {
     for method in ["full", "lora"] {
         for (resolution, batch) in [(32, 2), (32, 4), (64, 2), (64, 4)] {
             for threads in [1, 2] {
-                let steps = if resolution == 32 { 5 } else { 2 };
+                let steps = if resolution == 32 { 8 } else { 4 };
                 let exe = std::env::current_exe().unwrap();
                 let out = Command::new(exe)
                     .env(CHILD, format!("{resolution},{batch},{steps},{method}"))

@@ -13,6 +13,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, T
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use super::channel::add_bias;
+
 /// A square-kernel convolution with bias, stride and zero padding on every side.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -68,7 +70,6 @@ impl Conv2d {
     /// (`fused`) or with candle ops (any device and dtype).
     fn convolve(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         let g = self.geometry;
-        let bias = self.bias.reshape((1, (), 1, 1))?;
         let (b, c, h, w) = xs.dims4()?;
         if h.min(w) + 2 * g.padding < g.kernel {
             let (k, p) = (g.kernel, g.padding);
@@ -83,7 +84,7 @@ impl Conv2d {
             unfold_with_ops(xs, g)?
         };
         let kernel = self.weight.reshape((self.weight.dim(0)?, ()))?;
-        kernel.broadcast_matmul(&columns)?.reshape((b, (), oh, ow))?.broadcast_add(&bias)
+        add_bias(&kernel.broadcast_matmul(&columns)?.reshape((b, (), oh, ow))?, &self.bias, 1)
     }
 }
 

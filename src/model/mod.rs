@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod attention;
 pub mod builtin;
+pub mod channel;
 pub mod check;
 pub mod clip;
 pub mod conv;

@@ -6,13 +6,16 @@
 //! (huggingface/candle#3569). Trained modules therefore use [`LayerNorm`] below, composed from
 //! differentiable primitives, and attention with its own backward ([`super::attention`]); the
 //! parity tests against PyTorch guard both.
-//! Convolutions and group norm are the project's own for speed ([`super::conv`],
-//! [`super::group_norm`]). Linear (wrapped in [`Linear`] to carry a name and an adapter),
-//! embedding, gelu, silu and sigmoid backpropagate correctly and are computed by candle.
+//! Convolutions, group norm and SiLU are the project's own for speed ([`super::conv`],
+//! [`super::group_norm`], [`super::activation`]), as are per-channel biases and scales
+//! ([`super::channel`]). Linear (wrapped in [`Linear`] to carry a name and an adapter; a
+//! matrix product and [`add_bias`]), embedding, gelu and sigmoid backpropagate correctly and
+//! are computed by candle.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::channel::{add_bias, mul_scale};
 use super::lora::Adapter;
 
 /// Layer normalisation over the last dimension with learned scale and shift.
@@ -33,8 +36,20 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// candle-nn's `layer_norm_slow` (statistics in f32), with the scale and shift as
+    /// per-channel ops.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps)
+        let dtype = xs.dtype();
+        let x = match dtype {
+            DType::F16 | DType::BF16 => xs.to_dtype(DType::F32)?,
+            _ => xs.clone(),
+        };
+        let hidden = x.dim(D::Minus1)? as f64;
+        let x = x.broadcast_sub(&(x.sum_keepdim(D::Minus1)? / hidden)?)?;
+        let variance = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
+        let normed = x.broadcast_div(&(variance + self.eps as f64)?.sqrt()?)?.to_dtype(dtype)?;
+        let last = xs.rank() - 1;
+        add_bias(&mul_scale(&normed, &self.weight, last)?, &self.bias, last)
     }
 }
 
@@ -72,8 +87,19 @@ impl Linear {
 }
 
 impl Module for Linear {
+    /// `x Wᵀ + b` over the last dimension, the leading ones flattened into one matrix product
+    /// (candle-nn's broadcasts `W` over the batch, whose backward is a slow sum).
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let base = self.inner.forward(xs)?;
+        let weight = self.inner.weight();
+        let (rows, features) = (xs.elem_count() / xs.dim(D::Minus1)?, weight.dim(0)?);
+        let mut dims = xs.dims().to_vec();
+        *dims.last_mut().expect("rank >= 1") = features;
+        let product = xs.reshape((rows, ()))?.matmul(&weight.t()?)?;
+        let base = match self.inner.bias() {
+            Some(bias) => add_bias(&product, bias, 1)?,
+            None => product,
+        }
+        .reshape(dims)?;
         match &self.adapter {
             None => Ok(base),
             Some(adapter) => base + adapter.forward(xs, &self.name)?,

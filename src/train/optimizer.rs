@@ -132,7 +132,8 @@ impl AdamW {
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for (_, slot) in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
-            let g = (g * grad_scale)?;
+            // Detached, so that the moments never hold a graph a gradient might carry.
+            let g = (g.detach() * grad_scale)?;
             let moment = |m: &Tensor, v: &Tensor| -> Result<(Tensor, Tensor)> {
                 Ok((((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?, ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?))
             };
