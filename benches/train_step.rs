@@ -56,6 +56,7 @@ fn result(output: &[u8]) -> Option<(f64, f64)> {
 fn main() {
     // As the dbsweep binary does (src/main.rs).
     dbsweep::allocator::keep_freed_memory();
+    dbsweep::threads::compute_on_this_thread();
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<&str> = spec.split(',').collect();
         let method = if v[3] == "lora" { TrainMethod::Lora } else { TrainMethod::Full };

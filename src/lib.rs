@@ -23,7 +23,7 @@
 //! Beside them, used by any layer and using none: [`exit`] (the exit-code table: layers say
 //! what kind of end they had, only it knows the numbers), [`rng`] (the project's own seeded
 //! generator, identical on every machine), [`image_set`] (image folders and their
-//! fingerprints), [`atomic_file`] and [`allocator`].
+//! fingerprints), [`atomic_file`], and the process settings [`allocator`] and [`threads`].
 #![warn(missing_docs)]
 
 pub mod allocator;
@@ -39,5 +39,6 @@ pub mod rng;
 pub mod scheduler;
 pub mod store;
 pub mod sweep;
+pub mod threads;
 pub mod tracking;
 pub mod train;

@@ -20,6 +20,7 @@ fn main() {
         // SAFETY: at the start of main, before any other thread exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
+    dbsweep::threads::compute_on_this_thread();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => {
