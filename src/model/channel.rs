@@ -79,12 +79,18 @@ impl CustomOp2 for PerChannel {
         if c.len() != channels {
             candle_core::bail!("{} per-channel values for {channels} channels", c.len());
         }
+        let combine = |a: f32, b: f32| match self.combine {
+            Combine::Add => a + b,
+            Combine::Mul => a * b,
+        };
         let mut y = Vec::with_capacity(x.len());
         for block in x.chunks(inner.max(1) * channels) {
-            for (row, &v) in block.chunks(inner.max(1)).zip(c) {
-                match self.combine {
-                    Combine::Add => y.extend(row.iter().map(|x| x + v)),
-                    Combine::Mul => y.extend(row.iter().map(|x| x * v)),
+            if inner == 1 {
+                // One value a channel (a linear layer's rows): the block against `c`.
+                y.extend(block.iter().zip(c).map(|(a, b)| combine(*a, *b)));
+            } else {
+                for (row, &v) in block.chunks(inner).zip(c) {
+                    y.extend(row.iter().map(|a| combine(*a, v)));
                 }
             }
         }
