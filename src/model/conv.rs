@@ -9,11 +9,12 @@
 //! build also convolves as one matrix multiply (cuBLAS) each way and never uses candle's
 //! direct transposed convolution for the backward pass.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 use super::channel::add_bias;
+use super::handover::{Handover, hand_over};
 
 /// A square-kernel convolution with bias, stride and zero padding on every side.
 #[derive(Clone, Debug)]
@@ -92,7 +93,53 @@ impl Conv2d {
             unfold_with_ops(xs, g)?
         };
         let kernel = self.weight.reshape((self.weight.dim(0)?, ()))?;
-        add_bias(&kernel.broadcast_matmul(&columns)?.reshape((b, (), oh, ow))?, &self.bias, 1)
+        add_bias(&kernel_product(&kernel, &columns)?.reshape((b, (), oh, ow))?, &self.bias, 1)
+    }
+}
+
+/// `kernel` [out, c·k·k] times each image's `columns` [b, c·k·k, oh·ow], differentiable.
+///
+/// candle's `broadcast_matmul` differentiates the kernel through a gradient per image summed
+/// over the batch by its strided reduction (two integer divisions per value); the backward
+/// pass here adds one matrix product per image instead.
+fn kernel_product(kernel: &Tensor, columns: &Tensor) -> Result<Tensor> {
+    let out = Handover::new(kernel.detach().broadcast_matmul(&columns.detach())?);
+    kernel.apply_op2(columns, KernelProduct { out })
+}
+
+/// The backward pass of [`kernel_product`]; its result is computed outside ([`Handover`]).
+struct KernelProduct {
+    out: Handover,
+}
+
+impl CustomOp2 for KernelProduct {
+    fn name(&self) -> &'static str {
+        "dbsweep-kernel-product"
+    }
+
+    hand_over!(two);
+
+    fn bwd(
+        &self,
+        kernel: &Tensor,
+        columns: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dcolumns = columns.track_op().then(|| kernel.detach().t()?.broadcast_matmul(&grad.detach())).transpose()?;
+        if !kernel.track_op() {
+            return Ok((None, dcolumns));
+        }
+        let columns = columns.detach();
+        let mut dkernel: Option<Tensor> = None;
+        for image in 0..grad.dim(0)? {
+            let part = grad.get(image)?.detach().matmul(&columns.get(image)?.t()?)?;
+            dkernel = Some(match dkernel {
+                Some(sum) => (sum + part)?,
+                None => part,
+            });
+        }
+        Ok((dkernel, dcolumns))
     }
 }
 

@@ -57,8 +57,30 @@ impl std::fmt::Debug for Handover {
 }
 
 /// The forward passes of a three-input custom op whose result waits in its `out` field, a
-/// [`Handover`]: `impl CustomOp3 for Op { fn name(..); hand_over!(); fn bwd(..) }`.
+/// [`Handover`]: `impl CustomOp3 for Op { fn name(..); hand_over!(); fn bwd(..) }`; of a
+/// two-input one (`CustomOp2`) with `hand_over!(two)`.
 macro_rules! hand_over {
+    (two) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            self.out.cpu()
+        }
+
+        fn cuda_fwd(
+            &self,
+            _: &candle_core::CudaStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CudaStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+            self.out.cuda()
+        }
+    };
     () => {
         fn cpu_fwd(
             &self,
