@@ -7,8 +7,10 @@
 # 1. The built-in tiny model trains on the GPU (the run records `cuda:0`) and its losses
 #    match the same run on the CPU to within float tolerance.
 # 2. Real-size DreamBooth (`builtin:sd15-shape`: SD 1.5's sizes, 512 px, batch 1 + prior,
-#    chunked attention off) in f32, fp16 and bf16: seconds per step (median after two warm-up
-#    steps) and peak GPU memory, with the ratio to f32.
+#    chunked attention off) in f32, fp16 and bf16, with gradient checkpointing and 8-bit AdamW
+#    and with LoRA: seconds per step (median after two warm-up steps) and peak GPU memory, with
+#    the ratio to f32; and, when python3 has torch (CUDA) and diffusers, the same step in
+#    PyTorch (scripts/torch_step_gpu.py, on the model folder dbsweep wrote) beside each.
 # Everything it prints also goes to OUT_DIR/gpu-check.txt. Needs python3 (for PNGs and SQLite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,33 +70,76 @@ for i in range(4):
     png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     open(f"{folder}/img-{i}.png", "wb").write(png)
 EOF
-printf 'precision  s/step  ratio  peak MiB\n'
+# One configuration a line: its name, model.mixed_precision, and its memory savers (the
+# PyTorch step's names: checkpointing, adamw8bit, lora).
+configs=(
+    "f32|no|"
+    "fp16|fp16|"
+    "bf16|bf16|"
+    "f32 + checkpointing|no|checkpointing"
+    "f32 + adamw8bit|no|adamw8bit"
+    "fp16 + checkpointing + adamw8bit|fp16|checkpointing adamw8bit"
+    "bf16 + checkpointing + adamw8bit|bf16|checkpointing adamw8bit"
+    "f32 LoRA rank 4|no|lora"
+)
+flags() { # the dbsweep settings for savers "$1"
+    for saver in $1; do
+        case $saver in
+            checkpointing) echo "--set train.gradient_checkpointing=true" ;;
+            adamw8bit) echo "--set train.optimizer=adamw8bit" ;;
+            lora) echo "--set train.method=lora --set lora.rank=4" ;;
+        esac
+    done
+}
+poll_memory() { # GPU memory in use, every 0.2 s, into "$1" until killed
+    while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits || true; sleep 0.2; done >"$1" 2>/dev/null
+}
+peak() { python3 -c 'import sys; print(max((int(l) for l in open(sys.argv[1]) if l.strip().isdigit()), default=0))' "$1"; }
+median_step() { # seconds per step of run "$2" in store "$1": the median gap after two warm-up steps
+    python3 -c 'import sqlite3, statistics, sys
+walls = [w for (w,) in sqlite3.connect(sys.argv[1]).execute(
+    "SELECT wall_time FROM metrics WHERE run_id = ? AND key = ? ORDER BY step", (sys.argv[2], "train/lr"))]
+print(statistics.median(b - a for a, b in zip(walls[2:], walls[3:])))' "$1" "$2"
+}
+torch_ok=$(python3 -c 'import torch, diffusers; print(torch.cuda.is_available())' 2>/dev/null || echo no)
+echo "PyTorch beside it: $([ "$torch_ok" = True ] && echo yes || echo "no (torch + diffusers with CUDA not found)")"
+printf '%-34s %7s %6s %9s | %14s %9s %7s\n' configuration s/step ratio "peak MiB" "pytorch s/step" "peak MiB" ratio
 base=""
-for precision in no fp16 bf16; do
-    root="$work/sd15-$precision"
-    (while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits || true; sleep 0.2; done) >"$root.mem" 2>/dev/null &
+for config in "${configs[@]}"; do
+    IFS='|' read -r name precision savers <<<"$config"
+    mem="$work/$(echo "$name" | tr -c 'a-z0-9\n' '-').mem"
+    poll_memory "$mem" &
     poll=$!
+    # shellcheck disable=SC2046 # one flag a word
     if ! id=$(CUDA_VISIBLE_DEVICES=0 "$bin" --root "$work/sd15" train sweeps/base/tiny.yaml \
-        --set model.pretrained=$model --set model.mixed_precision=$precision \
+        --set model.pretrained=$model --set model.mixed_precision=$precision $(flags "$savers") \
         --set data.instance_dir="$work/instance" --set data.resolution=$size --set data.num_class_images=2 \
         --set data.class_generation.steps=2 --set data.class_generation.batch_size=2 \
         --set train.max_train_steps=10 --set checkpoint.every_steps=1000 --set checkpoint.weights_only=true \
         --set validation.every_steps=1000 --set validation.steps=2 | run_id); then
         kill $poll
-        echo "$precision: FAILED (its output is above)"
+        echo "$name: FAILED (its output is above)"
         continue
     fi
     kill $poll
-    python3 - "$work/sd15/dbsweep.sqlite" "$id" "$root.mem" "$precision" "$base" <<'EOF'
-import sqlite3, statistics, sys
-db, run, mem, precision, base = sys.argv[1:]
-walls = [w for (w,) in sqlite3.connect(db).execute(
-    "SELECT wall_time FROM metrics WHERE run_id = ? AND key = 'train/lr' ORDER BY step", (run,))]
-step = statistics.median(b - a for a, b in zip(walls[2:], walls[3:]))
-peak = max((int(l) for l in open(mem) if l.strip().isdigit()), default=0)
-ratio = f"{float(base) / step:.2f}x" if base else "1.00x"
-print(f"{precision:<10} {step:6.3f}  {ratio:>5}  {peak}")
-open(mem + ".step", "w").write(str(step))
-EOF
-    [ -n "$base" ] || base=$(cat "$root.mem.step")
+    step=$(median_step "$work/sd15/dbsweep.sqlite" "$id")
+    [ -n "$base" ] || base=$step
+    torch_cols="-|-|-"
+    if [ "$torch_ok" = True ]; then
+        folder=$(ls -d "$work/sd15/models"/*/ | head -1)
+        poll_memory "$mem.torch" &
+        poll=$!
+        # shellcheck disable=SC2086 # savers are words
+        torch=$(CUDA_VISIBLE_DEVICES=0 python3 scripts/torch_step_gpu.py "$folder" "$size" "$precision" $savers | tail -1)
+        kill $poll
+        torch_cols=$(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+print("%.3f|%s|%.2fx" % (r["s_per_step"], sys.argv[2], float(sys.argv[3]) / r["s_per_step"]) if "s_per_step" in r else "skipped|-|-")' \
+            "$torch" "$(peak "$mem.torch")" "$step" 2>/dev/null || echo "failed|-|-")
+    fi
+    IFS='|' read -r tstep tpeak tratio <<<"$torch_cols"
+    printf '%-34s %7.3f %5.2fx %9s | %14s %9s %7s\n' "$name" "$step" "$(python3 -c "print($base / $step)")" \
+        "$(peak "$mem")" "$tstep" "$tpeak" "$tratio"
 done
+echo "(peak MiB: GPU memory in use, polled from nvidia-smi every 0.2 s; ratio: f32's time over this"
+echo " one's; on the right, dbsweep's time over PyTorch's: above 1 is slower than PyTorch)"
