@@ -4,7 +4,7 @@
 //! without gradient checkpointing and with AdamW against 8-bit AdamW, each in a fresh child
 //! process, side by side with the plain step:
 //!
-//! - step time (after a warm-up step);
+//! - step time (after a warm-up step; the median of three runs, interleaved);
 //! - step memory: the most memory live at once during a step (forward, backward, update) above
 //!   what was live before it (the model and the optimiser state), counted by the allocator:
 //!   activations, gradients and temporaries;
@@ -33,6 +33,8 @@ const RESOLUTION: usize = 256;
 /// Attention in chunks of this many queries, as real-size training does: the full score
 /// matrix of the 128x128 latent's first level (1 GB) would be the peak whatever else is saved.
 const CHUNK: usize = 256;
+/// Runs of each configuration (the median time is reported).
+const ROUNDS: usize = 3;
 
 /// mimalloc (as the `dbsweep` binary uses), counting the bytes live and their peak.
 struct Counting;
@@ -85,7 +87,7 @@ fn child(checkpointing: bool, optimizer: OptimizerKind) -> (f64, usize, usize, f
     cfg.train.gradient_checkpointing = checkpointing;
     cfg.train.optimizer = optimizer;
     let mut rig = StepRig::new(&folder, &cfg, RESOLUTION, 2, AttentionMode::Chunked(CHUNK), true);
-    let ms = rig.time(6);
+    let ms = rig.time(8);
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     rig.step();
@@ -108,17 +110,28 @@ fn main() {
         "{:<34} {:>9} {:>7} {:>12} {:>7} {:>11} {:>7} {:>9}",
         "configuration", "ms/step", "ratio", "step MB", "ratio", "state MB", "ratio", "RSS MB"
     );
-    let mut baseline: Option<(f64, f64, f64)> = None;
-    for (name, spec) in [
+    let configs = [
         ("adamw (baseline)", "plain-adamw"),
         ("adamw + gradient checkpointing", "ckpt-adamw"),
         ("adamw8bit", "plain-adamw8bit"),
         ("adamw8bit + gradient checkpointing", "ckpt-adamw8bit"),
-    ] {
-        let out = Command::new(std::env::current_exe().unwrap()).env(CHILD, spec).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
-        let (ms, step, state, rss) = (v[0], v[1] / (1 << 20) as f64, v[2] / (1 << 20) as f64, v[3]);
+    ];
+    // Each configuration ROUNDS times, the rounds interleaved, so a slow spell of the machine
+    // touches every configuration alike; the median time is reported (memory is the same in
+    // every round).
+    let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); configs.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, spec)) in configs.iter().enumerate() {
+            let out = Command::new(std::env::current_exe().unwrap()).env(CHILD, spec).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            runs[i].push([v[0], v[1] / (1 << 20) as f64, v[2] / (1 << 20) as f64, v[3]]);
+        }
+    }
+    let mut baseline: Option<(f64, f64, f64)> = None;
+    for ((name, _), rounds) in configs.iter().zip(&mut runs) {
+        rounds.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        let [ms, step, state, rss] = rounds[rounds.len() / 2];
         let base = *baseline.get_or_insert((ms, step, state));
         println!(
             "{name:<34} {ms:>9.1} {:>6.2}x {step:>12.1} {:>6.2}x {state:>11.2} {:>6.2}x {rss:>9.0}",

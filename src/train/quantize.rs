@@ -5,9 +5,10 @@
 //! of a "dynamic" map (an exponent and a fraction, dense near zero). The first moment uses the
 //! signed map, the second (never negative) the unsigned one.
 //!
-//! Quantising is a binary search over the codes' midpoints: on the CPU a plain loop over the
-//! values (one pass), elsewhere candle ops (gathers and comparisons, eight passes) so the same
-//! code runs on every device; a test holds the two to the same codes.
+//! Quantising is a binary search over the codes' midpoints, dequantising a look-up: on the CPU
+//! each is a plain loop over the values (one pass), elsewhere candle ops (gathers and
+//! comparisons) so the same code runs on every device; a test holds the two to the same codes
+//! and values.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -160,6 +161,25 @@ impl DynamicMap {
 
     /// The values `q` stands for, in the shape `shape`.
     pub fn dequantize(&self, q: &Quantized, shape: &candle_core::Shape) -> Result<Tensor> {
+        if q.codes.device().is_cpu() {
+            return self.dequantize_on_host(q, shape);
+        }
+        self.dequantize_with_ops(q, shape)
+    }
+
+    /// [`DynamicMap::dequantize`] as one loop over the codes in host memory.
+    fn dequantize_on_host(&self, q: &Quantized, shape: &candle_core::Shape) -> Result<Tensor> {
+        let (codes, absmax) = (q.codes.to_vec1::<u8>()?, q.absmax.to_vec1::<f32>()?);
+        let mut values = Vec::with_capacity(codes.len());
+        for (block, scale) in codes.chunks(BLOCK).zip(&absmax) {
+            values.extend(block.iter().map(|c| self.host_codes[*c as usize] * scale));
+        }
+        values.truncate(shape.elem_count());
+        Tensor::from_vec(values, shape, q.codes.device())
+    }
+
+    /// [`DynamicMap::dequantize`] in candle ops, for any device.
+    fn dequantize_with_ops(&self, q: &Quantized, shape: &candle_core::Shape) -> Result<Tensor> {
         let values = self.codes.index_select(&q.codes.to_dtype(DType::U32)?, 0)?;
         let blocks = q.absmax.elem_count();
         let scaled = values.reshape((blocks, BLOCK))?.broadcast_mul(&q.absmax.unsqueeze(1)?)?;
@@ -220,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn the_host_loop_and_the_device_ops_give_the_same_codes() {
+    fn the_host_loops_and_the_device_ops_give_the_same_codes_and_values() {
         let dev = Device::Cpu;
         let mut rng = crate::rng::Rng::new(7);
         // A partial block, zeros, exact midpoints, tiny values of both signs and wide scales.
@@ -238,6 +258,13 @@ mod tests {
             assert_eq!(a.absmax.to_vec1::<f32>().unwrap(), b.absmax.to_vec1::<f32>().unwrap());
         };
         same(signed.quantize_on_host(&x, false).unwrap(), signed.quantize_with_ops(&x).unwrap());
+        let q = signed.quantize_on_host(&x, true).unwrap();
+        let (host, ops) =
+            (signed.dequantize_on_host(&q, x.shape()).unwrap(), signed.dequantize_with_ops(&q, x.shape()).unwrap());
+        assert_eq!(
+            host.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ops.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
         same(signed.quantize_on_host(&x, true).unwrap(), signed.keep_sign_with_ops(&x).unwrap());
         let unsigned = DynamicMap::new(false, &dev).unwrap();
         let sq = x.sqr().unwrap();
