@@ -61,47 +61,22 @@ impl std::fmt::Debug for Handover {
 /// two-input one (`CustomOp2`) with `hand_over!(two)`.
 macro_rules! hand_over {
     (two) => {
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            self.out.cpu()
-        }
-
-        fn cuda_fwd(
-            &self,
-            _: &candle_core::CudaStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CudaStorage,
-            _: &candle_core::Layout,
-        ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
-            self.out.cuda()
-        }
+        $crate::model::handover::hand_over!(@inputs (_s1 _l1) (_s2 _l2));
     };
     () => {
+        $crate::model::handover::hand_over!(@inputs (_s1 _l1) (_s2 _l2) (_s3 _l3));
+    };
+    (@inputs $(($storage:ident $layout:ident))+) => {
         fn cpu_fwd(
             &self,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
+            $($storage: &candle_core::CpuStorage, $layout: &candle_core::Layout),+
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
             self.out.cpu()
         }
 
         fn cuda_fwd(
             &self,
-            _: &candle_core::CudaStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CudaStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CudaStorage,
-            _: &candle_core::Layout,
+            $($storage: &candle_core::CudaStorage, $layout: &candle_core::Layout),+
         ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
             self.out.cuda()
         }
