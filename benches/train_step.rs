@@ -9,7 +9,8 @@
 //! Python interpreter with torch and diffusers, or `target/fixtures-venv/bin/python` exists
 //! (see `tests/fixtures/make_fixtures.py`). Each configuration runs in a fresh child process so
 //! that the thread count (`RAYON_NUM_THREADS` for candle, `torch.set_num_threads`) is exact and
-//! the peak memory is its own. `batch` counts rows: half instance, half class
+//! the peak memory is its own; each side runs three times, alternating, and the medians are
+//! compared. `batch` counts rows: half instance, half class
 //! (prior-preservation) examples.
 
 mod common;
@@ -22,6 +23,8 @@ use dbsweep::config::{ExperimentConfig, TrainMethod};
 use dbsweep::model::attention::AttentionMode;
 
 const CHILD: &str = "DBSWEEP_BENCH_CHILD";
+/// Runs of each configuration, on each side (the medians are compared).
+const ROUNDS: usize = 3;
 
 /// The same allocator as the `dbsweep` binary (see `src/main.rs`).
 #[global_allocator]
@@ -44,6 +47,12 @@ fn torch_python() -> Option<PathBuf> {
         let p = repo().join("target/fixtures-venv/bin/python");
         p.exists().then_some(p)
     })
+}
+
+/// The run of median time among `runs` (`(ms per step, peak MiB)`).
+fn median(mut runs: Vec<(f64, f64)>) -> Option<(f64, f64)> {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs.get(runs.len() / 2).copied()
 }
 
 /// `(ms per step, peak MiB)` from a child's last output line.
@@ -74,15 +83,16 @@ fn main() {
         for (resolution, batch) in [(32, 2), (32, 4), (64, 2), (64, 4)] {
             for threads in [1, 2] {
                 let steps = if resolution == 32 { 8 } else { 4 };
-                let exe = std::env::current_exe().unwrap();
-                let out = Command::new(exe)
-                    .env(CHILD, format!("{resolution},{batch},{steps},{method}"))
-                    .env("RAYON_NUM_THREADS", threads.to_string())
-                    .output()
-                    .unwrap();
-                let (ours, ours_mb) = result(&out.stdout).expect("child result");
-                let theirs = python.as_ref().and_then(|py| {
-                    let out = Command::new(py)
+                let ours_once = || {
+                    let out = Command::new(std::env::current_exe().unwrap())
+                        .env(CHILD, format!("{resolution},{batch},{steps},{method}"))
+                        .env("RAYON_NUM_THREADS", threads.to_string())
+                        .output()
+                        .unwrap();
+                    result(&out.stdout).expect("child result")
+                };
+                let theirs_once = || {
+                    let out = Command::new(python.as_ref()?)
                         .current_dir(repo())
                         .args(["benches/torch_step.py", "--resolution", &resolution.to_string()])
                         .args(["--batch", &batch.to_string(), "--threads", &threads.to_string()])
@@ -90,7 +100,16 @@ fn main() {
                         .output()
                         .ok()?;
                     result(&out.stdout)
-                });
+                };
+                // ROUNDS runs of each, alternating, so that a slow spell of the machine
+                // touches both alike; the medians are compared.
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                for _ in 0..ROUNDS {
+                    ours.push(ours_once());
+                    theirs.extend(theirs_once());
+                }
+                let (ours, ours_mb) = median(ours).expect("dbsweep ran");
+                let theirs = median(theirs);
                 let (theirs_ms, ratio, theirs_mb) = match theirs {
                     Some((t, mb)) => (format!("{t:.1}"), format!("{:.2}x", ours / t), format!("{mb:.0}")),
                     None => ("-".into(), "-".into(), "-".into()),
