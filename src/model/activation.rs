@@ -2,14 +2,14 @@
 //! `silu` elsewhere. candle's SiLU calls `exp` per value and differentiates through nine
 //! element-wise ops (negate, exp, add, reciprocal, ...), each a pass over the activations.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv::f32_slice;
 use super::kernels;
 
 /// `x * sigmoid(x)`, differentiable.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 { x.contiguous()?.apply_op1(Silu) } else { x.silu() }
+    if kernels::fused_cpu(&[x]) { x.contiguous()?.apply_op1(Silu) } else { x.silu() }
 }
 
 /// The forward pass; its backward is [`SiluGrad`].

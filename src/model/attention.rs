@@ -66,7 +66,7 @@ impl AttentionOp {
     /// Probabilities of queries `start..start + len` against all keys.
     fn probabilities(&self, q: &Tensor, kt: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let scores = q.narrow(1, start, len)?.matmul(kt)?;
-        if on_cpu_in_f32(&scores) {
+        if kernels::fused_cpu(&[&scores]) {
             let causal_from = self.causal.then_some(start);
             return scores.apply_op1_no_bwd(&ScaledSoftmax { scale: self.scale as f32, causal_from });
         }
@@ -86,7 +86,7 @@ impl AttentionOp {
     /// The gradient of the scaled scores from the probabilities `p` and their gradient `dp`:
     /// `scale · p ∘ (dp − rowsum(dp ∘ p))`.
     fn score_gradient(&self, p: &Tensor, dp: &Tensor) -> Result<Tensor> {
-        if on_cpu_in_f32(p) {
+        if kernels::fused_cpu(&[p]) {
             return p.apply_op2_no_bwd(dp, &ScaledSoftmaxGrad { scale: self.scale as f32 });
         }
         (p * dp.broadcast_sub(&(dp * p)?.sum_keepdim(2)?)?)? * self.scale
@@ -137,11 +137,6 @@ impl CustomOp3 for AttentionOp {
         }
         Ok((Some(Tensor::cat(&dq, 1)?), Some(dk), Some(dv)))
     }
-}
-
-/// Whether `t` is an f32 tensor in host memory, which the fused kernels take.
-fn on_cpu_in_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
 }
 
 /// `softmax(scale · scores)` over the last dimension of [rows, queries, keys] scores; with

@@ -7,9 +7,10 @@
 //! biases and layer-norm weights). Here the sum over the dimensions after the channel is
 //! candle's fast last-dimension sum and the sum over those before it a matrix product.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv::f32_slice;
+use super::kernels;
 
 /// `x + bias`, `bias` holding one value per index of `x`'s dimension `dim`.
 pub fn add_bias(x: &Tensor, bias: &Tensor, dim: usize) -> Result<Tensor> {
@@ -22,7 +23,7 @@ pub fn mul_scale(x: &Tensor, scale: &Tensor, dim: usize) -> Result<Tensor> {
 }
 
 fn apply(x: &Tensor, per_channel: &Tensor, dim: usize, combine: Combine) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && per_channel.dtype() == DType::F32 {
+    if kernels::fused_cpu(&[x, per_channel]) {
         return x.contiguous()?.apply_op2(&per_channel.contiguous()?, PerChannel { dim, combine });
     }
     let shaped = per_channel.reshape(broadcast_shape(x.dims(), dim))?;
@@ -84,6 +85,9 @@ impl CustomOp2 for PerChannel {
             Combine::Mul => a * b,
         };
         let mut y = Vec::with_capacity(x.len());
+        if x.is_empty() {
+            return Ok((CpuStorage::F32(y), xl.shape().clone()));
+        }
         for block in x.chunks(inner.max(1) * channels) {
             if inner == 1 {
                 // One value a channel (a linear layer's rows): the block against `c`.

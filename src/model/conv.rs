@@ -9,12 +9,13 @@
 //! build also convolves as one matrix multiply (cuBLAS) each way and never uses candle's
 //! direct transposed convolution for the backward pass.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 use super::channel::add_bias;
 use super::handover::{Handover, hand_over};
+use super::kernels;
 
 /// A square-kernel convolution with bias, stride and zero padding on every side.
 #[derive(Clone, Debug)]
@@ -69,7 +70,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let fused = xs.device().is_cpu() && xs.dtype() == DType::F32;
+        let fused = kernels::fused_cpu(&[xs]);
         self.convolve(xs, fused)
     }
 }

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::f32_slice;
 use super::handover::{Handover, hand_over};
+use super::kernels;
 
 /// Group normalisation with learned per-channel scale and shift.
 #[derive(Clone, Debug)]
@@ -43,7 +44,7 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let fused = xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32;
+        let fused = kernels::fused_cpu(&[xs, &self.weight]);
         self.normalise(xs, fused)
     }
 }

@@ -10,6 +10,13 @@
 
 use rayon::prelude::*;
 
+/// Whether every tensor of `ts` is f32 in host memory: the fused CPU passes of the model's ops
+/// (these kernels, the convolution's unfold, the group norm) take only those; other devices
+/// and dtypes take the ops' candle-op paths.
+pub fn fused_cpu(ts: &[&candle_core::Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
 /// Values a parallel task takes at least (smaller work runs on the calling thread).
 const PER_TASK: usize = 1 << 14;
 
