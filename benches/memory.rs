@@ -22,7 +22,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{StepRig, peak_rss_mib};
+use common::{StepRig, median_by, peak_rss_mib};
 use dbsweep::config::{ExperimentConfig, OptimizerKind};
 use dbsweep::model::attention::AttentionMode;
 use dbsweep::model::builtin;
@@ -130,8 +130,7 @@ fn main() {
     }
     let mut baseline: Option<(f64, f64, f64)> = None;
     for ((name, _), rounds) in configs.iter().zip(&mut runs) {
-        rounds.sort_by(|a, b| a[0].total_cmp(&b[0]));
-        let [ms, step, state, rss] = rounds[rounds.len() / 2];
+        let [ms, step, state, rss] = median_by(rounds, |r| r[0]).expect("ROUNDS >= 1");
         let base = *baseline.get_or_insert((ms, step, state));
         println!(
             "{name:<34} {ms:>9.1} {:>6.2}x {step:>12.1} {:>6.2}x {state:>11.2} {:>6.2}x {rss:>9.0}",

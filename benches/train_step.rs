@@ -18,7 +18,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{StepRig, peak_rss_mib};
+use common::{StepRig, median_by, peak_rss_mib};
 use dbsweep::config::{ExperimentConfig, TrainMethod};
 use dbsweep::model::attention::AttentionMode;
 
@@ -47,12 +47,6 @@ fn torch_python() -> Option<PathBuf> {
         let p = repo().join("target/fixtures-venv/bin/python");
         p.exists().then_some(p)
     })
-}
-
-/// The run of median time among `runs` (`(ms per step, peak MiB)`).
-fn median(mut runs: Vec<(f64, f64)>) -> Option<(f64, f64)> {
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    runs.get(runs.len() / 2).copied()
 }
 
 /// `(ms per step, peak MiB)` from a child's last output line.
@@ -108,8 +102,8 @@ fn main() {
                     ours.push(ours_once());
                     theirs.extend(theirs_once());
                 }
-                let (ours, ours_mb) = median(ours).expect("dbsweep ran");
-                let theirs = median(theirs);
+                let (ours, ours_mb) = median_by(&mut ours, |r| r.0).expect("dbsweep ran");
+                let theirs = median_by(&mut theirs, |r| r.0);
                 let (theirs_ms, ratio, theirs_mb) = match theirs {
                     Some((t, mb)) => (format!("{t:.1}"), format!("{:.2}x", ours / t), format!("{mb:.0}")),
                     None => ("-".into(), "-".into(), "-".into()),

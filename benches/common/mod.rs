@@ -129,6 +129,12 @@ impl StepRig {
     }
 }
 
+/// The run of median time among `runs`, `time` giving each run's (`None` for no runs).
+pub fn median_by<T: Copy>(runs: &mut [T], time: impl Fn(&T) -> f64) -> Option<T> {
+    runs.sort_by(|a, b| time(a).total_cmp(&time(b)));
+    runs.get(runs.len() / 2).copied()
+}
+
 /// Peak resident memory of this process, in MiB.
 pub fn peak_rss_mib() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct it is given.
