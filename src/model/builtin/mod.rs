@@ -52,6 +52,28 @@ const MODELS: [Builtin; 2] = [
     },
 ];
 
+/// A built-in model's configs, parsed.
+struct Configs {
+    unet: UNetConfig,
+    vae: VaeConfig,
+    text: ClipTextConfig,
+}
+
+impl Builtin {
+    /// The built-in model named `model`, if it is one.
+    fn find(model: &str) -> Option<&'static Builtin> {
+        MODELS.iter().find(|m| m.name == model)
+    }
+
+    /// Its configs, parsed (the built-in JSON always parses: the tests build every model).
+    fn configs(&self) -> Configs {
+        fn parse<T: serde::de::DeserializeOwned>(config: fn() -> Value) -> T {
+            serde_json::from_value(config()).expect("built-in configs parse")
+        }
+        Configs { unet: parse(self.unet), vae: parse(self.vae), text: parse(self.text) }
+    }
+}
+
 /// Seed of every weight.
 const SEED: u64 = 0xDB5_EE9;
 
@@ -199,7 +221,7 @@ pub(crate) fn tokenizer_config() -> Value {
 /// The folder `model` names: a built-in model (written under `models_dir` on first use) or a
 /// path to a diffusers-layout folder.
 pub fn resolve(model: &str, models_dir: &Path) -> Result<PathBuf> {
-    if let Some(spec) = MODELS.iter().find(|m| m.name == model) {
+    if let Some(spec) = Builtin::find(model) {
         return materialize(spec, models_dir);
     }
     if model.starts_with("builtin:") {
@@ -216,14 +238,13 @@ pub fn resolve(model: &str, models_dir: &Path) -> Result<PathBuf> {
 /// Checks the model `model` names without writing or loading anything: a built-in model by
 /// its name, a folder as [`super::check::check`] does.
 pub fn check(model: &str) -> Result<ModelGeometry> {
-    let Some(spec) = MODELS.iter().find(|m| m.name == model) else {
+    let Some(spec) = Builtin::find(model) else {
         return match resolve(model, Path::new("")) {
             Ok(folder) => super::check::check(&folder),
             Err(e) => Err(e),
         };
     };
-    let unet: UNetConfig = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
-    let vae: VaeConfig = serde_json::from_value((spec.vae)()).expect("built-in configs parse");
+    let Configs { unet, vae, .. } = spec.configs();
     let vae_scale_factor = 1 << (vae.block_out_channels.len() - 1);
     Ok(ModelGeometry { vae_scale_factor, size_multiple: vae_scale_factor << (unet.block_out_channels.len() - 1) })
 }
@@ -231,29 +252,23 @@ pub fn check(model: &str) -> Result<ModelGeometry> {
 /// The linear layers of the UNet and text encoder of the model `model` names (a built-in name
 /// or a folder), found from its configs alone.
 pub fn linear_layers(model: &str) -> Result<(Vec<Layer>, Vec<Layer>)> {
-    let Some((unet, text, name)) = configs(model) else {
+    let Some(spec) = Builtin::find(model) else {
         return super::check::folder_linear_layers(&resolve(model, Path::new(""))?);
     };
-    super::check::linear_layers(&unet, Path::new(name), &text, Path::new(name))
+    let (Configs { unet, text, .. }, here) = (spec.configs(), Path::new(spec.name));
+    super::check::linear_layers(&unet, here, &text, here)
 }
 
 /// The number of values of every weight of the UNet and text encoder of the built-in model
 /// `model`, from its configs (nothing is written).
 pub fn parameter_sizes(model: &str) -> Result<Vec<usize>> {
-    let (unet, text, name) = configs(model).ok_or_else(|| ModelError::Layout {
+    let spec = Builtin::find(model).ok_or_else(|| ModelError::Layout {
         folder: PathBuf::from(model),
         what: "this built-in model".into(),
         expected: "a built-in name".into(),
     })?;
-    super::check::parameter_sizes(&unet, Path::new(name), &text, Path::new(name))
-}
-
-/// The UNet and text-encoder configs of the built-in model `model`, and its name.
-fn configs(model: &str) -> Option<(UNetConfig, ClipTextConfig, &'static str)> {
-    let spec = MODELS.iter().find(|m| m.name == model)?;
-    let unet = serde_json::from_value((spec.unet)()).expect("built-in configs parse");
-    let text = serde_json::from_value((spec.text)()).expect("built-in configs parse");
-    Some((unet, text, spec.name))
+    let (Configs { unet, text, .. }, here) = (spec.configs(), Path::new(spec.name));
+    super::check::parameter_sizes(&unet, here, &text, here)
 }
 
 /// The folder of the built-in model under `models_dir`, written on first use.
@@ -308,8 +323,8 @@ fn write_folder(spec: &Builtin, dir: &Path) -> Result<()> {
     write("tokenizer/tokenizer_config.json", pretty(tokenizer_config()))?;
     let dev = Device::Cpu;
     let here = Path::new(spec.name);
+    let Configs { unet: unet_cfg, vae: vae_cfg, text: text_cfg } = spec.configs();
     let unet_vars = VarMap::new();
-    let unet_cfg: UNetConfig = serde_json::from_value((spec.unet)()).expect("valid built-in config");
     UNet2DConditionModel::new(
         VarBuilder::from_varmap(&unet_vars, DType::F32, &dev),
         &unet_cfg,
@@ -317,10 +332,8 @@ fn write_folder(spec: &Builtin, dir: &Path) -> Result<()> {
         AttentionMode::Full,
     )?;
     let vae_vars = VarMap::new();
-    let vae_cfg: VaeConfig = serde_json::from_value((spec.vae)()).expect("valid built-in config");
     AutoencoderKL::new(VarBuilder::from_varmap(&vae_vars, DType::F32, &dev), &vae_cfg, here)?;
     let text_vars = VarMap::new();
-    let text_cfg: ClipTextConfig = serde_json::from_value((spec.text)()).expect("valid built-in config");
     ClipTextModel::new(VarBuilder::from_varmap(&text_vars, DType::F32, &dev), &text_cfg, here)?;
     for (vars, rel) in [
         (&unet_vars, "unet/diffusion_pytorch_model.safetensors"),
@@ -425,11 +438,9 @@ mod tests {
 
     #[test]
     fn sd15_shape_has_the_parameter_counts_of_stable_diffusion_1_5() {
-        let spec = MODELS.iter().find(|m| m.name == "builtin:sd15-shape").unwrap();
+        let spec = Builtin::find("builtin:sd15-shape").unwrap();
         let here = Path::new(spec.name);
-        let unet: UNetConfig = serde_json::from_value((spec.unet)()).unwrap();
-        let vae: VaeConfig = serde_json::from_value((spec.vae)()).unwrap();
-        let text: ClipTextConfig = serde_json::from_value((spec.text)()).unwrap();
+        let Configs { unet, vae, text } = spec.configs();
         // diffusers' counts for runwayml/stable-diffusion-v1-5 (`sum(p.numel())`); the text
         // encoder's token table has 1000 rows here instead of 49408.
         let unet_n = parameters(|vb| UNet2DConditionModel::new(vb, &unet, here, AttentionMode::Full).map(drop));
