@@ -119,8 +119,10 @@ fn missing_and_misshaped_tensors_are_all_named() {
     tensors.remove("mid_block.attentions.0.proj_in.weight").unwrap();
     tensors.insert("conv_out.weight".into(), Tensor::zeros((4, 32, 1, 1), DType::F32, &Device::Cpu).unwrap());
     candle_core::safetensors::save(&tensors, &file).unwrap();
-    let run = env.run(&["sample", "--model", model.to_str().unwrap(), "--prompt", "x", "--out", "/tmp/never"]);
+    let out = env.root().join("never");
+    let run = env.run(&["sample", "--model", model.to_str().unwrap(), "--prompt", "x", "--out", out.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!out.exists(), "nothing is written for a model that does not load");
     for needle in [
         "diffusion_pytorch_model.safetensors` does not match its config",
         "tensor `conv_in.bias` [32]: missing",
