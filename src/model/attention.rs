@@ -1,20 +1,21 @@
 //! Scaled dot-product multi-head attention with its own backward pass, optionally chunked over
 //! queries.
 //!
-//! The forward pass runs on detached inputs with candle's fused softmax; a custom op then
-//! attaches the analytic backward, which recomputes the attention probabilities block by
-//! block (as flash-attention does) instead of keeping every intermediate of the graph:
+//! The forward pass runs on detached inputs; a custom op then attaches the analytic backward,
+//! which recomputes the attention probabilities block by block (as flash-attention does)
+//! instead of keeping every intermediate of the graph:
 //! `dV = Pᵀ dO`, `dS = P ∘ (dO Vᵀ − rowsum(dO Vᵀ ∘ P))`, `dQ = dS K / √d`, `dK = dSᵀ Q / √d`.
 //! This is both correct (candle-nn's fused softmax has no backward at all) and much cheaper
 //! than differentiating the composed ops. With [`AttentionMode::Chunked`] the forward and the
 //! backward hold `chunk × keys` scores at a time instead of `queries × keys`.
 //!
-//! On the CPU in f32, the scaled (and masked) softmax and its backward are one pass each over
-//! a row of scores ([`super::kernels`], with a vectorised `exp`); elsewhere they are candle ops.
+//! On the CPU in f32 both passes are [`super::attention_cpu`]'s fused kernels, tiled in blocks
+//! of at most 64 queries whatever the mode; on other devices and dtypes they are composed of
+//! candle ops (with candle-nn's fused softmax in the forward pass).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CustomOp3, DType, Result, Tensor};
 
-use super::conv::f32_slice;
+use super::attention_cpu::Attention;
 use super::handover::{Handover, hand_over};
 use super::kernels;
 
@@ -63,14 +64,17 @@ struct AttentionOp {
 }
 
 impl AttentionOp {
+    /// The fused CPU kernels' description of attention from `q` to `k` [b·h, n, d].
+    fn cpu(&self, q: &Tensor, k: &Tensor) -> Result<Attention> {
+        let (heads, queries, depth) = q.dims3()?;
+        let keys = k.dim(1)?;
+        let (scale, causal, block) = (self.scale as f32, self.causal, self.chunk);
+        Ok(Attention { heads, queries, keys, depth, scale, causal, block })
+    }
+
     /// Probabilities of queries `start..start + len` against all keys.
     fn probabilities(&self, q: &Tensor, kt: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-        let scores = q.narrow(1, start, len)?.matmul(kt)?;
-        if kernels::fused_cpu(&[&scores]) {
-            let causal_from = self.causal.then_some(start);
-            return scores.apply_op1_no_bwd(&ScaledSoftmax { scale: self.scale as f32, causal_from });
-        }
-        let mut scores = (scores * self.scale)?;
+        let mut scores = (q.narrow(1, start, len)?.matmul(kt)? * self.scale)?;
         if self.causal {
             let nk = kt.dim(2)?;
             let mask: Vec<f32> = (start..start + len)
@@ -86,9 +90,6 @@ impl AttentionOp {
     /// The gradient of the scaled scores from the probabilities `p` and their gradient `dp`:
     /// `scale · p ∘ (dp − rowsum(dp ∘ p))`.
     fn score_gradient(&self, p: &Tensor, dp: &Tensor) -> Result<Tensor> {
-        if kernels::fused_cpu(&[p]) {
-            return p.apply_op2_no_bwd(dp, &ScaledSoftmaxGrad { scale: self.scale as f32 });
-        }
         (p * dp.broadcast_sub(&(dp * p)?.sum_keepdim(2)?)?)? * self.scale
     }
 
@@ -97,6 +98,11 @@ impl AttentionOp {
     }
 
     fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if kernels::fused_cpu(&[q, k, v]) {
+            let attention = self.cpu(q, k)?;
+            let out = kernels::with_host(&[q, k, v], "attention's inputs", |x| attention.forward(x[0], x[1], x[2]))?;
+            return Tensor::from_vec(out, q.shape(), q.device());
+        }
         let kt = k.t()?.contiguous()?;
         let blocks = self
             .blocks(q.dim(1)?)
@@ -122,6 +128,14 @@ impl CustomOp3 for AttentionOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (q, k, v, grad) = (q.detach(), k.detach(), v.detach(), grad.detach().contiguous()?);
+        if kernels::fused_cpu(&[&q, &k, &v, &grad]) {
+            let attention = self.cpu(&q, &k)?;
+            let [dq, dk, dv] = kernels::with_host(&[&q, &k, &v, &grad], "attention's inputs", |x| {
+                attention.backward(x[0], x[1], x[2], x[3])
+            })?;
+            let like = |g, t: &Tensor| Tensor::from_vec(g, t.shape(), t.device());
+            return Ok((Some(like(dq, &q)?), Some(like(dk, &k)?), Some(like(dv, &v)?)));
+        }
         let kt = k.t()?.contiguous()?;
         let vt = v.t()?.contiguous()?;
         let mut dq = Vec::new();
@@ -139,67 +153,14 @@ impl CustomOp3 for AttentionOp {
     }
 }
 
-/// `softmax(scale · scores)` over the last dimension of [rows, queries, keys] scores; with
-/// `causal_from`, query `i` of the block (query `causal_from + i` overall) sees keys
-/// `0..=causal_from + i` only.
-struct ScaledSoftmax {
-    scale: f32,
-    causal_from: Option<usize>,
-}
-
-impl CustomOp1 for ScaledSoftmax {
-    fn name(&self) -> &'static str {
-        "dbsweep-scaled-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let scores = f32_slice(storage, layout, "attention scores")?;
-        let (_, queries, keys) = layout.shape().dims3()?;
-        let mut p = vec![0f32; scores.len()];
-        kernels::par_chunks(scores, &mut p, keys, |at, scores, block| {
-            for (r, (row, out)) in scores.chunks(keys).zip(block.chunks_mut(keys)).enumerate() {
-                let query = (at / keys + r) % queries;
-                let valid = self.causal_from.map_or(keys, |from| (from + query + 1).min(keys));
-                kernels::softmax_row(row, out, valid, self.scale);
-            }
-        });
-        Ok((CpuStorage::F32(p), layout.shape().clone()))
-    }
-}
-
-/// The gradient of [`ScaledSoftmax`]'s input from its output and the output's gradient.
-struct ScaledSoftmaxGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for ScaledSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "dbsweep-scaled-softmax-grad"
-    }
-
-    fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (p, g) = (f32_slice(ps, pl, "attention probabilities")?, f32_slice(gs, gl, "their gradient")?);
-        let keys = pl.shape().dims().last().copied().unwrap_or(1).max(1);
-        if p.len() != g.len() {
-            candle_core::bail!("{} gradients for {} attention probabilities", g.len(), p.len());
-        }
-        let mut ds = vec![0f32; p.len()];
-        kernels::par_chunks(p, &mut ds, keys, |at, p, block| {
-            let g = &g[at..at + p.len()];
-            for ((p, g), row) in p.chunks(keys).zip(g.chunks(keys)).zip(block.chunks_mut(keys)) {
-                kernels::softmax_backward_row(p, g, row, self.scale);
-            }
-        });
-        Ok((CpuStorage::F32(ds), pl.shape().clone()))
-    }
-}
-
 /// The largest absolute difference between two tensors of the same shape (tests).
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
         .abs()
+        .unwrap()
+        .to_dtype(DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -231,36 +192,41 @@ mod tests {
         if causal {
             let mask: Vec<f32> =
                 (0..nq).flat_map(|i| (0..nk).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-            s = s.broadcast_add(&Tensor::from_vec(mask, (nq, nk), q.device()).unwrap()).unwrap();
+            let mask = Tensor::from_vec(mask, (nq, nk), q.device()).unwrap().to_dtype(q.dtype()).unwrap();
+            s = s.broadcast_add(&mask).unwrap();
         }
         let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
         p.matmul(&split(v, nk)).unwrap().transpose(1, 2).unwrap().reshape((b, nq, c)).unwrap()
     }
 
     fn grads(out: &Tensor, vars: &[&Var]) -> Vec<Tensor> {
-        let w = rand((1, 1, out.dim(2).unwrap()), 99).squeeze(0).unwrap();
+        let w = rand((1, 1, out.dim(2).unwrap()), 99).squeeze(0).unwrap().to_dtype(out.dtype()).unwrap();
         let g = out.broadcast_mul(&w).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
         vars.iter().map(|v| g.get(v).expect("gradient").clone()).collect()
     }
 
+    /// f32 takes the fused CPU kernels, f64 the candle-op path of other devices and dtypes;
+    /// 150 queries are several of the kernels' blocks.
     #[test]
     fn matches_autograd_of_composed_ops_full_chunked_and_causal() {
-        for (mode, causal) in
-            [(AttentionMode::Full, false), (AttentionMode::Chunked(3), false), (AttentionMode::Chunked(4), true)]
-        {
-            let q = Var::from_tensor(&rand((2, 10, 8), 1)).unwrap();
-            let (nk, kseed) = if causal { (10, 2) } else { (7, 2) };
-            let k = Var::from_tensor(&rand((2, nk, 8), kseed)).unwrap();
-            let v = Var::from_tensor(&rand((2, nk, 8), 3)).unwrap();
-            let ours = attention(&q, &k, &v, 2, causal, mode).unwrap();
-            let reference = composed(&q, &k, &v, 2, causal);
-            assert!(max_abs_diff(&ours, &reference) < 1e-6, "{mode:?} forward");
-            for (a, b) in grads(&ours, &[&q, &k, &v]).iter().zip(grads(&reference, &[&q, &k, &v])) {
-                assert!(
-                    max_abs_diff(a, &b) < 1e-5,
-                    "{mode:?} causal {causal}: gradient differs by {}",
-                    max_abs_diff(a, &b)
-                );
+        let cases = [
+            (AttentionMode::Full, false, 10, 7),
+            (AttentionMode::Chunked(3), false, 10, 7),
+            (AttentionMode::Chunked(4), true, 10, 10),
+            (AttentionMode::Full, false, 150, 130),
+            (AttentionMode::Full, true, 150, 150),
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            for (mode, causal, nq, nk) in cases {
+                let var = |shape, seed| Var::from_tensor(&rand(shape, seed).to_dtype(dtype).unwrap()).unwrap();
+                let (q, k, v) = (var((2, nq, 8), 1), var((2, nk, 8), 2), var((2, nk, 8), 3));
+                let ours = attention(&q, &k, &v, 2, causal, mode).unwrap();
+                let reference = composed(&q, &k, &v, 2, causal);
+                let what = format!("{dtype:?} {mode:?} causal {causal} {nq}x{nk}");
+                assert!(max_abs_diff(&ours, &reference) < 1e-6, "{what} forward");
+                for (a, b) in grads(&ours, &[&q, &k, &v]).iter().zip(grads(&reference, &[&q, &k, &v])) {
+                    assert!(max_abs_diff(a, &b) < 1e-5, "{what}: gradient differs by {}", max_abs_diff(a, &b));
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! CPU kernels built on a vectorised `exp`: the scaled softmax of attention scores and its
-//! backward, and SiLU and its derivative.
+//! CPU kernels built on a vectorised `exp` (and an `erf` on it): the scaled softmax of a row of
+//! attention scores and its backward, SiLU, GEGLU and their derivatives.
 //!
 //! The standard library's `f32::exp` is a call per value (glibc's `__expf`); the profile of a
 //! training step put 18 % of its time there. [`exp`] is Cephes' `expf` (range reduction by
@@ -8,12 +8,13 @@
 //! compiled twice, for AVX2 + FMA and for the baseline target, and chosen at run time; both
 //! copies compute bit-identical results (the polynomial uses no fused multiply-adds).
 
+use candle_core::{CpuStorage, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Whether every tensor of `ts` is f32 in host memory: the fused CPU passes of the model's ops
 /// (these kernels, the convolution's unfold, the group norm) take only those; other devices
 /// and dtypes take the ops' candle-op paths.
-pub fn fused_cpu(ts: &[&candle_core::Tensor]) -> bool {
+pub fn fused_cpu(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
 }
 
@@ -99,25 +100,24 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 kernel! {
-    /// `p = softmax(scale * scores)` over the first `valid` values of a row; the rest of `p`
-    /// becomes 0 (masked keys).
-    pub fn softmax_row(scores: &[f32], p: &mut [f32], valid: usize, scale: f32) {
-        let (kept, masked) = p.split_at_mut(valid);
+    /// `row = softmax(scale * row)` over the first `valid` values of the row, in place; the
+    /// rest of the row becomes 0 (masked keys).
+    pub fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+        let (kept, masked) = row.split_at_mut(valid);
         masked.fill(0.0);
-        let scores = &scores[..valid];
-        let top = max(scores);
+        let top = max(kept);
         let mut acc = [0f32; LANES];
-        let (mut out, mut chunks) = (kept.chunks_exact_mut(LANES), scores.chunks_exact(LANES));
-        for (o, s) in (&mut out).zip(&mut chunks) {
+        let mut chunks = kept.chunks_exact_mut(LANES);
+        for s in &mut chunks {
             for l in 0..LANES {
-                o[l] = exp(scale * (s[l] - top));
-                acc[l] += o[l];
+                s[l] = exp(scale * (s[l] - top));
+                acc[l] += s[l];
             }
         }
         let mut sum: f32 = 0.0;
-        for (o, s) in out.into_remainder().iter_mut().zip(chunks.remainder()) {
-            *o = exp(scale * (*s - top));
-            sum += *o;
+        for s in chunks.into_remainder() {
+            *s = exp(scale * (*s - top));
+            sum += *s;
         }
         let inverse = 1.0 / (acc.iter().sum::<f32>() + sum);
         for v in kept.iter_mut() {
@@ -128,11 +128,11 @@ kernel! {
 
 kernel! {
     /// The gradient of the scores of one row of [`softmax_row`] from its probabilities `p`
-    /// and their gradient `grad`: `ds = scale * p * (grad - sum(grad * p))`.
-    pub fn softmax_backward_row(p: &[f32], grad: &[f32], ds: &mut [f32], scale: f32) {
+    /// and, in place, their gradient: `grad = scale * p * (grad - sum(grad * p))`.
+    pub fn softmax_backward_row(p: &[f32], grad: &mut [f32], scale: f32) {
         let centre = dot(p, grad);
-        for ((d, g), p) in ds.iter_mut().zip(grad).zip(p) {
-            *d = scale * *p * (*g - centre);
+        for (g, p) in grad.iter_mut().zip(p) {
+            *g = scale * *p * (*g - centre);
         }
     }
 }
@@ -156,14 +156,128 @@ kernel! {
     }
 }
 
-/// Runs `f` on matching chunks of `a` and `out` (each a multiple of `unit` values long) in
-/// parallel on candle's thread pool, with at least [`PER_TASK`] values a task.
-pub fn par_chunks<F>(a: &[f32], out: &mut [f32], unit: usize, f: F)
+/// `erf(x)`: FreeBSD's / musl's `erff` (rational approximations on `|x| < 0.84375`, `< 1.25`
+/// and `erfc` beyond; within 1 ulp) evaluated without branches (every range is computed and
+/// one chosen per value, so that loops over it vectorise), with [`exp`].
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    // |x| < 0.84375: x + x·P(x²)/Q(x²).
+    let z = a * a;
+    let r = 1.283_791_7e-1 + z * (-3.250_421e-1 + z * (-2.848_175e-2 + z * (-5.770_270_2e-3 + z * -2.376_301_7e-5)));
+    let s =
+        1.0 + z * (3.979_172e-1 + z * (6.502_225e-2 + z * (5.081_306e-3 + z * (1.324_947_4e-4 + z * -3.960_228e-6))));
+    let small = a + a * (r / s);
+    // 0.84375 <= |x| < 1.25: erx + P(|x| - 1)/Q(|x| - 1).
+    let t = a - 1.0;
+    let p = -2.362_118_6e-3
+        + t * (4.148_561e-1
+            + t * (-3.722_079e-1
+                + t * (3.183_466e-1 + t * (-1.108_947e-1 + t * (3.547_830_5e-2 + t * -2.166_375_5e-3)))));
+    let q = 1.0
+        + t * (1.064_208_8e-1
+            + t * (5.403_979_5e-1
+                + t * (7.182_866e-2 + t * (1.261_712_2e-1 + t * (1.363_708_4e-2 + t * 1.198_450_1e-2)))));
+    let middle = 8.450_629e-1 + p / q;
+    // |x| >= 1.25: 1 - erfc(|x|), erfc from exp(-x²) and R(1/x²)/S(1/x²) (two ranges; past 6,
+    // erf is 1 in f32).
+    let b = a.clamp(1.25, 6.0);
+    let w = 1.0 / (b * b);
+    let (r, s) = if b < 1.0 / 0.35 {
+        let r = -9.864_944e-3
+            + w * (-6.938_586e-1
+                + w * (-1.055_862_6e1
+                    + w * (-6.237_533e1
+                        + w * (-1.623_966_7e2 + w * (-1.846_050_9e2 + w * (-8.128_744e1 + w * -9.814_329))))));
+        let s = 1.0
+            + w * (1.965_127_2e1
+                + w * (1.376_577_6e2
+                    + w * (4.345_659e2
+                        + w * (6.453_873e2
+                            + w * (4.290_081_5e2 + w * (1.086_35e2 + w * (6.570_249_6 + w * -6.042_441e-2)))))));
+        (r, s)
+    } else {
+        let r = -9.864_943e-3
+            + w * (-7.992_833e-1
+                + w * (-1.775_795_6e1
+                    + w * (-1.606_363_8e2 + w * (-6.375_665e2 + w * (-1.025_095_1e3 + w * -4.835_192e2)))));
+        let s = 1.0
+            + w * (3.033_806e1
+                + w * (3.257_925e2
+                    + w * (1.536_729_6e3
+                        + w * (3.199_858e3 + w * (2.553_050_3e3 + w * (4.745_285_3e2 + w * -2.244_095_2e1))))));
+        (r, s)
+    };
+    // exp(-x²) as exp(-h² - 0.5625) · exp((h - x)(h + x) + R/S), h = x with its low 13 bits
+    // cleared, so that the square loses nothing.
+    let h = f32::from_bits(b.to_bits() & 0xffff_e000);
+    let large = 1.0 - exp(-h * h - 0.5625) * exp((h - b) * (h + b) + r / s) / b;
+    let y = if a < 0.843_75 {
+        small
+    } else if a < 1.25 {
+        middle
+    } else {
+        large
+    };
+    y.copysign(x)
+}
+
+/// `Φ(x)`, the standard normal distribution function, and `x · φ(x)` its density times `x`.
+#[inline(always)]
+fn normal(x: f32) -> (f32, f32) {
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    (0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)), x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x))
+}
+
+kernel! {
+    /// diffusers' GEGLU of one row `[a, g]` (two halves): `y = a · gelu(g)`, with GELU's
+    /// exact form `gelu(g) = g · Φ(g)`.
+    pub fn geglu(x: &[f32], y: &mut [f32]) {
+        let (a, g) = x.split_at(y.len());
+        for ((y, a), g) in y.iter_mut().zip(a).zip(g) {
+            *y = *a * (*g * normal(*g).0);
+        }
+    }
+}
+
+kernel! {
+    /// The gradient of one row of [`geglu`]'s input `[a, g]` from the output's gradient:
+    /// `da = grad · gelu(g)`, `dg = grad · a · (Φ(g) + g φ(g))`.
+    pub fn geglu_backward(x: &[f32], grad: &[f32], dx: &mut [f32]) {
+        let (a, g) = x.split_at(grad.len());
+        let (da, dg) = dx.split_at_mut(grad.len());
+        for ((((da, dg), a), g), grad) in da.iter_mut().zip(dg).zip(a).zip(g).zip(grad) {
+            let (cdf, density) = normal(*g);
+            *da = *grad * (*g * cdf);
+            *dg = *grad * *a * (cdf + density);
+        }
+    }
+}
+
+/// Runs `f(first_row, rows_of_a, rows_of_out)` on matching runs of rows of `a` (rows of
+/// `a_row` values) and `out` (rows of `out_row` values) in parallel on rayon's pool, with at
+/// least [`PER_TASK`] values of `a` a task.
+pub fn par_rows<F>(a: &[f32], a_row: usize, out: &mut [f32], out_row: usize, f: F)
 where
     F: Fn(usize, &[f32], &mut [f32]) + Sync,
 {
-    let size = PER_TASK.div_ceil(unit).max(1) * unit;
-    a.par_chunks(size).zip(out.par_chunks_mut(size)).enumerate().for_each(|(i, (a, out))| f(i * size, a, out));
+    let rows = PER_TASK.div_ceil(a_row.max(1)).max(1);
+    let (a_size, out_size) = (rows * a_row.max(1), rows * out_row.max(1));
+    a.par_chunks(a_size).zip(out.par_chunks_mut(out_size)).enumerate().for_each(|(i, (a, out))| f(i * rows, a, out));
+}
+
+/// Runs `f` on the values of contiguous f32 tensors in host memory (an error naming `what`
+/// for any other tensor).
+pub fn with_host<R>(ts: &[&Tensor], what: &str, f: impl FnOnce(&[&[f32]]) -> R) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(x)), Some((start, end))) => Ok(&x[start..end]),
+            _ => candle_core::bail!("{what} must be contiguous f32 tensors in host memory"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(f(&slices))
 }
 
 #[cfg(test)]
@@ -190,8 +304,8 @@ mod tests {
         let mut rng = crate::rng::Rng::new(3);
         for (cols, valid) in [(37, 37), (37, 5), (8, 1), (1000, 999)] {
             let row: Vec<f32> = (0..cols).map(|_| (rng.next_f64() as f32 - 0.5) * 20.0).collect();
-            let mut ours = vec![f32::NAN; cols];
-            softmax_row(&row, &mut ours, valid, 0.3);
+            let mut ours = row.clone();
+            softmax_row(&mut ours, valid, 0.3);
             let top = row[..valid].iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
             let e: Vec<f64> = row[..valid].iter().map(|v| (0.3 * (*v as f64 - top)).exp()).collect();
             let sum: f64 = e.iter().sum();
@@ -201,14 +315,34 @@ mod tests {
             }
             // The backward: scale * p * (g - <g, p>).
             let g: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
-            let mut dg = vec![f32::NAN; cols];
-            softmax_backward_row(&ours, &g, &mut dg, 0.3);
+            let mut dg = g.clone();
+            softmax_backward_row(&ours, &mut dg, 0.3);
             let centre: f64 = g.iter().zip(&ours).map(|(g, p)| *g as f64 * *p as f64).sum();
             for j in 0..cols {
                 let want = 0.3 * ours[j] as f64 * (g[j] as f64 - centre);
                 assert!((dg[j] as f64 - want).abs() <= 1e-6, "backward col {j}");
             }
         }
+    }
+
+    #[test]
+    fn erf_is_within_two_ulp_of_the_exact_value() {
+        let mut worst = (0f64, 0f32);
+        let mut x = -7.0f32;
+        while x < 7.0 {
+            let exact = libm::erf(x as f64);
+            let ulp = (exact.abs() as f32).max(1e-30).to_bits();
+            let ulp = (f32::from_bits(ulp + 1) - f32::from_bits(ulp)) as f64;
+            let err = (erf(x) as f64 - exact).abs() / ulp;
+            if err > worst.0 {
+                worst = (err, x);
+            }
+            x += 0.000_137;
+        }
+        assert!(worst.0 <= 2.0, "{} ulp at {}", worst.0, worst.1);
+        assert_eq!((erf(0.0), erf(f32::INFINITY), erf(f32::NEG_INFINITY)), (0.0, 1.0, -1.0));
+        assert!(erf(f32::NAN).is_nan());
+        assert!((erf(1e-20) as f64 - 1.128_379_167e-20).abs() < 1e-27);
     }
 
     #[test]

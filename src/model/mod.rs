@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_cpu;
 pub mod builtin;
 pub mod channel;
 pub mod check;
