@@ -281,15 +281,28 @@ impl CustomOp2 for ParamGrads {
         let (x, dy) = (f32_slice(xs, xl, "group norm input")?, f32_slice(gs, gl, "group norm gradient")?);
         let (_, c, per_group, spatial) = sizes(xl.shape(), self.groups)?;
         let size = per_group * spatial;
+        // Each (image, group) block's channel sums in parallel, then their totals over images.
+        let blocks: Vec<Vec<(f64, f64)>> = x
+            .par_chunks_exact(size)
+            .zip(dy.par_chunks_exact(size))
+            .map(|(block, gblock)| {
+                let (mean, rstd) = statistics(block, self.eps);
+                let channels = block.chunks_exact(spatial).zip(gblock.chunks_exact(spatial));
+                channels
+                    .map(|(xc, gc)| {
+                        xc.iter().zip(gc).fold((0f64, 0f64), |(dw, db), (&xv, &gv)| {
+                            (dw + gv as f64 * (xv as f64 - mean) * rstd, db + gv as f64)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
-        for (i, (block, gblock)) in x.chunks_exact(size).zip(dy.chunks_exact(size)).enumerate() {
-            let (mean, rstd) = statistics(block, self.eps);
+        for (i, sums) in blocks.iter().enumerate() {
             let first = i * per_group % c;
-            for (j, (xc, gc)) in block.chunks_exact(spatial).zip(gblock.chunks_exact(spatial)).enumerate() {
-                for (&xv, &gv) in xc.iter().zip(gc) {
-                    dw[first + j] += gv as f64 * (xv as f64 - mean) * rstd;
-                    db[first + j] += gv as f64;
-                }
+            for (j, (w, b)) in sums.iter().enumerate() {
+                dw[first + j] += w;
+                db[first + j] += b;
             }
         }
         let out: Vec<f32> = dw.into_iter().chain(db).map(|v| v as f32).collect();

@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::activation::silu;
+use crate::model::activation::{geglu, silu};
 use crate::model::attention::{AttentionMode, attention};
 use crate::model::conv::Conv2d;
 use crate::model::group_norm::GroupNorm;
@@ -141,9 +141,7 @@ impl BasicTransformerBlock {
         let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
         let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + xs)?;
         let projected = self.ff_proj.forward(&self.norm3.forward(&xs)?)?;
-        let halves = projected.chunk(2, candle_core::D::Minus1)?;
-        let geglu = (&halves[0] * halves[1].gelu_erf()?)?;
-        self.ff_out.forward(&geglu)? + xs
+        self.ff_out.forward(&geglu(&projected)?)? + xs
     }
 }
 
