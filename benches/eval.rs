@@ -39,7 +39,8 @@ fn train(root: &Path, steps: u32) -> f64 {
 
 fn main() {
     dbsweep::allocator::keep_freed_memory();
-    dbsweep::threads::compute_on_this_thread();
+    // SAFETY: at the start of main, before any other thread exists.
+    unsafe { dbsweep::threads::compute_on_this_thread() };
     let root = tempfile::tempdir().unwrap();
     train(root.path(), 10); // fills the caches
     let step = (train(root.path(), 40) - train(root.path(), 10)) / 30.0;

@@ -97,7 +97,8 @@ fn child(checkpointing: bool, optimizer: OptimizerKind) -> (f64, usize, usize, f
 
 fn main() {
     dbsweep::allocator::keep_freed_memory();
-    dbsweep::threads::compute_on_this_thread();
+    // SAFETY: at the start of main, before any other thread exists.
+    unsafe { dbsweep::threads::compute_on_this_thread() };
     if let Ok(spec) = std::env::var(CHILD) {
         let checkpointing = spec.starts_with("ckpt");
         let optimizer = if spec.ends_with("8bit") { OptimizerKind::Adamw8bit } else { OptimizerKind::Adamw };

@@ -59,7 +59,8 @@ fn result(output: &[u8]) -> Option<(f64, f64)> {
 fn main() {
     // As the dbsweep binary does (src/main.rs).
     dbsweep::allocator::keep_freed_memory();
-    dbsweep::threads::compute_on_this_thread();
+    // SAFETY: at the start of main, before any other thread exists.
+    unsafe { dbsweep::threads::compute_on_this_thread() };
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<&str> = spec.split(',').collect();
         let method = if v[3] == "lora" { TrainMethod::Lora } else { TrainMethod::Full };

@@ -13,14 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     dbsweep::allocator::keep_freed_memory();
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // candle 0.11 asks for its thread count on every matmul and, when RAYON_NUM_THREADS is
-        // unset, re-reads /proc/cpuinfo each time: a third of a tiny model's training step.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: at the start of main, before any other thread exists.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    }
-    dbsweep::threads::compute_on_this_thread();
+    // SAFETY: at the start of main, before any other thread exists.
+    unsafe { dbsweep::threads::compute_on_this_thread() };
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => {
