@@ -13,6 +13,7 @@
 //!   embeddings shared by runs), [`loss`], [`lr_schedule`], [`optimizer`] (with [`quantize`] for
 //!   8-bit moments), [`precision`].
 
+pub mod adamw_host;
 pub mod attempt;
 pub mod cache;
 pub mod checkpoint;

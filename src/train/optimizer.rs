@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 
+use super::adamw_host;
 use super::quantize::{DynamicMap, Quantized};
 use crate::config::OptimizerKind;
+use crate::model::kernels::{fused_cpu, with_host};
 
 /// AdamW hyperparameters (the learning rate is given at every step: the schedule sets it).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,10 +132,33 @@ impl AdamW {
         let c = self.config;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        let host = adamw_host::Step {
+            grad_scale: grad_scale as f32,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            inv_bias1: (1.0 / bc1) as f32,
+            inv_bias2: (1.0 / bc2) as f32,
+            eps: c.eps as f32,
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            lr: lr as f32,
+        };
         for (_, slot) in &mut self.slots {
-            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
             // Detached, so that the moments never hold a graph a gradient might carry.
-            let g = (g.detach() * grad_scale)?;
+            let Some(g) = grads.get(slot.var.as_tensor()).map(Tensor::detach) else { continue };
+            let (p, shape) = (slot.var.as_tensor(), slot.var.shape());
+            if let Moments::Full { m, v } = &mut slot.moments
+                && fused_cpu(&[p, &g, m, v])
+            {
+                let [p2, m2, v2] = with_host(&[p, &g, m, v], "AdamW's parameter and moments", |x| {
+                    adamw_host::update(&host, x[0], x[1], x[2], x[3])
+                })?;
+                (*m, *v) = (Tensor::from_vec(m2, shape, p.device())?, Tensor::from_vec(v2, shape, p.device())?);
+                slot.var.set(&Tensor::from_vec(p2, shape, p.device())?)?;
+                continue;
+            }
+            let g = (g * grad_scale)?;
             let moment = |m: &Tensor, v: &Tensor| -> Result<(Tensor, Tensor)> {
                 Ok((((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?, ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?))
             };
