@@ -104,8 +104,16 @@ impl Conv2d {
 /// over the batch by its strided reduction (two integer divisions per value); the backward
 /// pass here adds one matrix product per image instead.
 fn kernel_product(kernel: &Tensor, columns: &Tensor) -> Result<Tensor> {
-    let out = Handover::new(kernel.detach().broadcast_matmul(&columns.detach())?);
+    let out = Handover::new(per_image(&kernel.detach(), &columns.detach())?);
     kernel.apply_op2(columns, KernelProduct { out })
+}
+
+/// `matrix` [m, k] times each of `images` [b, k, n]: the matrix is viewed with a zero batch
+/// stride, which candle's matmul takes as it is (its `broadcast_matmul` first copies the
+/// matrix once per image).
+fn per_image(matrix: &Tensor, images: &Tensor) -> Result<Tensor> {
+    let (m, k) = matrix.dims2()?;
+    matrix.broadcast_as((images.dim(0)?, m, k))?.matmul(images)
 }
 
 /// The backward pass of [`kernel_product`]; its result is computed outside ([`Handover`]).
@@ -127,7 +135,7 @@ impl CustomOp2 for KernelProduct {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dcolumns = columns.track_op().then(|| kernel.detach().t()?.broadcast_matmul(&grad.detach())).transpose()?;
+        let dcolumns = columns.track_op().then(|| per_image(&kernel.detach().t()?, &grad.detach())).transpose()?;
         if !kernel.track_op() {
             return Ok((None, dcolumns));
         }
