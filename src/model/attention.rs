@@ -10,7 +10,7 @@
 //! backward hold `chunk × keys` scores at a time instead of `queries × keys`.
 //!
 //! On the CPU in f32 both passes are [`super::attention_cpu`]'s fused kernels, tiled in blocks
-//! of at most 64 queries whatever the mode; on other devices and dtypes they are composed of
+//! of at most 128 queries whatever the mode; on other devices and dtypes they are composed of
 //! candle ops (with candle-nn's fused softmax in the forward pass).
 
 use candle_core::{CustomOp3, DType, Result, Tensor};
