@@ -48,19 +48,23 @@ pub fn attention(
         AttentionMode::Chunked(n) if n > 0 => n.min(nq),
         _ => nq,
     };
-    let op = AttentionOp { scale: (d as f64).powf(-0.5), causal, chunk, out: Handover::default() };
-    op.out.put(op.forward(&q.detach(), &k.detach(), &v.detach())?);
+    let mut op =
+        AttentionOp { scale: (d as f64).powf(-0.5), causal, chunk, out: Handover::default(), stats: Vec::new() };
+    let out = op.forward(&q.detach(), &k.detach(), &v.detach())?;
+    op.out.put(out);
     let out = q.apply_op3(&k, &v, op)?;
     out.reshape((b, heads, nq, d))?.transpose(1, 2)?.contiguous()?.reshape((b, nq, c))
 }
 
 /// The attention of already split heads [b·h, n, d]; `out` holds the forward result computed
-/// outside the op, which its forward only hands over (see [`super::handover`]).
+/// outside the op, which its forward only hands over (see [`super::handover`]), and `stats`
+/// the fused CPU forward pass's softmax statistics, which its backward pass takes.
 struct AttentionOp {
     scale: f64,
     causal: bool,
     chunk: usize,
     out: Handover,
+    stats: Vec<f32>,
 }
 
 impl AttentionOp {
@@ -97,10 +101,12 @@ impl AttentionOp {
         (0..n).step_by(self.chunk.max(1)).map(move |s| (s, self.chunk.min(n - s)))
     }
 
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    fn forward(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         if kernels::fused_cpu(&[q, k, v]) {
             let attention = self.cpu(q, k)?;
-            let out = kernels::with_host(&[q, k, v], "attention's inputs", |x| attention.forward(x[0], x[1], x[2]))?;
+            let (out, stats) =
+                kernels::with_host(&[q, k, v], "attention's inputs", |x| attention.forward(x[0], x[1], x[2]))?;
+            self.stats = stats;
             return Tensor::from_vec(out, q.shape(), q.device());
         }
         let kt = k.t()?.contiguous()?;
@@ -130,8 +136,11 @@ impl CustomOp3 for AttentionOp {
         let (q, k, v, grad) = (q.detach(), k.detach(), v.detach(), grad.detach().contiguous()?);
         if kernels::fused_cpu(&[&q, &k, &v, &grad]) {
             let attention = self.cpu(&q, &k)?;
+            if self.stats.len() != 2 * attention.heads * attention.queries {
+                candle_core::bail!("attention's backward pass has no statistics of its forward pass");
+            }
             let [dq, dk, dv] = kernels::with_host(&[&q, &k, &v, &grad], "attention's inputs", |x| {
-                attention.backward(x[0], x[1], x[2], x[3])
+                attention.backward(x[0], x[1], x[2], x[3], &self.stats)
             })?;
             let like = |g, t: &Tensor| Tensor::from_vec(g, t.shape(), t.device());
             return Ok((Some(like(dq, &q)?), Some(like(dk, &k)?), Some(like(dv, &v)?)));

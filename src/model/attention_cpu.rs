@@ -1,17 +1,19 @@
 //! The attention of the CPU in f32, forward and backward, fused and tiled over queries.
 //!
 //! Each task takes one head and a block of [`BLOCK`] queries: it multiplies them with the
-//! keys, normalises the scores row by row in place ([`kernels::softmax_row`]) and multiplies
-//! the probabilities with the values, all in one scratch buffer of `block × keys` scores that
+//! keys, exponentiates the scores row by row in place ([`kernels::exp_row`]), multiplies them
+//! with the values and divides each output row by its scores' sum (`depth` divisions where a
+//! softmax first would make `keys`), all in one scratch buffer of `block × keys` scores that
 //! stays in the cache. Nothing of `queries × keys` size is ever allocated, and the tasks run
 //! in parallel with single-threaded matrix products (the `gemm` crate that candle's matmul
 //! uses), where candle's batched matmul parallelises each small product on its own, zero-fills
 //! every output and leaves the softmax between them to a second parallel pass.
 //!
 //! The backward pass recomputes each block's probabilities instead of keeping them (as
-//! flash-attention does) and runs one task per head, which owns that head's key and value
-//! gradients: `dV += Pᵀ dO`, `dS = scale · P ∘ (dO Vᵀ − rowsum(dO Vᵀ ∘ P))`, `dQ = dS K`,
-//! `dK += dSᵀ Q`.
+//! flash-attention does), in one pass per row from the largest score and the sum the forward
+//! pass found ([`kernels::probabilities_row`]), and runs one task per head, which owns that
+//! head's key and value gradients: `dV += Pᵀ dO`, `dS = scale · P ∘ (dO Vᵀ − rowsum(dO Vᵀ ∘
+//! P))`, `dQ = dS K`, `dK += dSᵀ Q`.
 
 use std::cell::RefCell;
 
@@ -132,40 +134,52 @@ impl Attention {
         self.block.clamp(1, BLOCK)
     }
 
-    /// `p` = the probabilities of the queries `q` (starting at query `start`) over the keys
-    /// `k` of one head.
-    fn probabilities(&self, q: &[f32], k: &[f32], start: usize, p: &mut [f32]) {
-        let rows = q.len() / self.depth;
-        product(p, Mat::rows(q, rows, self.depth), Mat::rows(k, self.keys, self.depth).t(), false);
-        for (r, row) in p.chunks_exact_mut(self.keys).enumerate() {
-            let valid = if self.causal { (start + r + 1).min(self.keys) } else { self.keys };
-            kernels::softmax_row(row, valid, self.scale);
-        }
+    /// The keys query `query` sees (all but the masked ones).
+    fn valid(&self, query: usize) -> usize {
+        if self.causal { (query + 1).min(self.keys) } else { self.keys }
     }
 
-    /// The output [heads, queries, depth].
-    pub fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    /// `s` = the scores of the queries `q` of one head over its keys `k`.
+    fn scores(&self, q: &[f32], k: &[f32], s: &mut [f32]) {
+        product(s, Mat::rows(q, q.len() / self.depth, self.depth), Mat::rows(k, self.keys, self.depth).t(), false);
+    }
+
+    /// The output [heads, queries, depth], and the statistics of each query's softmax
+    /// [heads, queries, 2] that [`Self::backward`] takes: its largest score and the inverse
+    /// of its sum.
+    pub fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (d, nk) = (self.depth, self.keys);
         let mut out = vec![0f32; self.heads * self.queries * d];
+        let mut stats = vec![0f32; self.heads * self.queries * 2];
         if out.is_empty() || nk == 0 {
-            return out;
+            return (out, stats);
         }
         let block = self.block();
-        out.par_chunks_mut(self.queries * d).enumerate().for_each(|(h, out)| {
+        let heads = out.par_chunks_mut(self.queries * d).zip(stats.par_chunks_mut(self.queries * 2));
+        heads.enumerate().for_each(|(h, (out, stats))| {
             let (q, k, v) = (self.head(q, self.queries, h), self.head(k, nk, h), self.head(v, nk, h));
-            out.par_chunks_mut(block * d).enumerate().for_each(|(i, out)| {
+            let blocks = out.par_chunks_mut(block * d).zip(stats.par_chunks_mut(block * 2));
+            blocks.enumerate().for_each(|(i, (out, stats))| {
                 let rows = out.len() / d;
-                with_scratch(rows * nk, |p| {
-                    self.probabilities(&q[i * block * d..][..rows * d], k, i * block, p);
-                    product(out, Mat::rows(p, rows, nk), Mat::rows(v, nk, d), false);
+                with_scratch(rows * nk, |e| {
+                    self.scores(&q[i * block * d..][..rows * d], k, e);
+                    for (r, (row, stat)) in e.chunks_exact_mut(nk).zip(stats.chunks_exact_mut(2)).enumerate() {
+                        let (top, sum) = kernels::exp_row(row, self.valid(i * block + r), self.scale);
+                        stat.copy_from_slice(&[top, 1.0 / sum]);
+                    }
+                    product(out, Mat::rows(e, rows, nk), Mat::rows(v, nk, d), false);
+                    for (row, stat) in out.chunks_exact_mut(d).zip(stats.chunks_exact(2)) {
+                        row.iter_mut().for_each(|x| *x *= stat[1]);
+                    }
                 });
             });
         });
-        out
+        (out, stats)
     }
 
-    /// The gradients of the queries, keys and values from the output's gradient `grad`.
-    pub fn backward(&self, q: &[f32], k: &[f32], v: &[f32], grad: &[f32]) -> [Vec<f32>; 3] {
+    /// The gradients of the queries, keys and values from the output's gradient `grad` and
+    /// the statistics [`Self::forward`] returned.
+    pub fn backward(&self, q: &[f32], k: &[f32], v: &[f32], grad: &[f32], stats: &[f32]) -> [Vec<f32>; 3] {
         let (d, nq, nk) = (self.depth, self.queries, self.keys);
         let mut dq = vec![0f32; self.heads * nq * d];
         let mut dk = vec![0f32; self.heads * nk * d];
@@ -173,18 +187,25 @@ impl Attention {
         if dq.is_empty() || dk.is_empty() {
             return [dq, dk, dv];
         }
+        assert_eq!(stats.len(), self.heads * nq * 2, "attention statistics of another shape");
         let block = self.block();
         let heads = dq.par_chunks_mut(nq * d).zip(dk.par_chunks_mut(nk * d)).zip(dv.par_chunks_mut(nk * d));
         heads.enumerate().for_each(|(h, ((dq, dk), dv))| {
             let (q, k, v, grad) =
                 (self.head(q, nq, h), self.head(k, nk, h), self.head(v, nk, h), self.head(grad, nq, h));
+            let stats = &stats[h * nq * 2..][..nq * 2];
             with_scratch(2 * block * nk, |scratch| {
                 let (p, ds) = scratch.split_at_mut(block * nk);
                 for (i, dq) in dq.chunks_mut(block * d).enumerate() {
                     let rows = dq.len() / d;
                     let (p, ds) = (&mut p[..rows * nk], &mut ds[..rows * nk]);
                     let (q, g) = (&q[i * block * d..][..rows * d], &grad[i * block * d..][..rows * d]);
-                    self.probabilities(q, k, i * block, p);
+                    self.scores(q, k, p);
+                    for (r, (row, stat)) in
+                        p.chunks_exact_mut(nk).zip(stats[i * block * 2..].chunks_exact(2)).enumerate()
+                    {
+                        kernels::probabilities_row(row, self.valid(i * block + r), self.scale, stat[0], stat[1]);
+                    }
                     product(dv, Mat::rows(p, rows, nk).t(), Mat::rows(g, rows, d), true);
                     product(ds, Mat::rows(g, rows, d), Mat::rows(v, nk, d).t(), false);
                     for (p, ds) in p.chunks_exact(nk).zip(ds.chunks_exact_mut(nk)) {

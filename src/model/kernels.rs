@@ -5,8 +5,10 @@
 //! training step put 18 % of its time there. [`exp`] is Cephes' `expf` (range reduction by
 //! `ln 2`, a degree-5 polynomial; within 2 ulp of the exact value over the finite range) written
 //! without branches, so each kernel's loop compiles to 8-wide AVX2 code. Each kernel is
-//! compiled twice, for AVX2 + FMA and for the baseline target, and chosen at run time; both
-//! copies compute bit-identical results (the polynomial uses no fused multiply-adds).
+//! compiled twice, for AVX2 + FMA and for the baseline target, and chosen at run time. Both
+//! copies compute bit-identical results: fused multiply-adds are exact in both (the AVX2 copy
+//! uses the instruction, the baseline copy libm's `fmaf`, which is slow, on the rare x86 CPU
+//! without FMA; other architectures have the instruction in their baseline).
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -21,7 +23,7 @@ pub fn fused_cpu(ts: &[&Tensor]) -> bool {
 /// Values a parallel task takes at least (smaller work runs on the calling thread).
 const PER_TASK: usize = 1 << 14;
 
-/// `e^x` for one value; `x` is clamped to `[-87.3, 88.3]`, so it never overflows and tiny
+/// `e^x` for one value (for kernels: see the module documentation on fused multiply-adds); `x` is clamped to `[-87.3, 88.3]`, so it never overflows and tiny
 /// results stay normal numbers (NaN stays NaN).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
@@ -33,13 +35,16 @@ pub fn exp(x: f32) -> f32 {
     // (which does not vectorise).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let t = x * LOG2E + ROUND;
+    let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * (r * r) + r + 1.0;
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 1.666_666_5e-1)
+        .mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
     // 2^n from its exponent bits (n is within [-126, 127] after the clamp).
     y * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
 }
@@ -47,15 +52,15 @@ pub fn exp(x: f32) -> f32 {
 /// Defines `pub fn NAME(ARGS)` running `BODY` compiled for AVX2 + FMA where the CPU has them,
 /// else for the baseline target.
 macro_rules! kernel {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $body
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                fn wide($($arg: $ty),*) {
+                fn wide($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -100,9 +105,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 kernel! {
-    /// `row = softmax(scale * row)` over the first `valid` values of the row, in place; the
-    /// rest of the row becomes 0 (masked keys).
-    pub fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+    /// `row = e^(scale * (row - top))` over the first `valid` values of the row, in place,
+    /// with `top` the largest of them; the rest of the row becomes 0 (masked keys). Returns
+    /// `(top, sum)`: the softmax of the row is the row divided by `sum`.
+    pub fn exp_row(row: &mut [f32], valid: usize, scale: f32) -> (f32, f32) {
         let (kept, masked) = row.split_at_mut(valid);
         masked.fill(0.0);
         let top = max(kept);
@@ -119,15 +125,24 @@ kernel! {
             *s = exp(scale * (*s - top));
             sum += *s;
         }
-        let inverse = 1.0 / (acc.iter().sum::<f32>() + sum);
-        for v in kept.iter_mut() {
-            *v *= inverse;
+        (top, acc.iter().sum::<f32>() + sum)
+    }
+}
+
+kernel! {
+    /// `row = e^(scale * (row - top)) * inverse` over the first `valid` values, in place, the
+    /// rest 0: a row's softmax again from the `top` and `1 / sum` [`exp_row`] found for it.
+    pub fn probabilities_row(row: &mut [f32], valid: usize, scale: f32, top: f32, inverse: f32) {
+        let (kept, masked) = row.split_at_mut(valid);
+        masked.fill(0.0);
+        for s in kept.iter_mut() {
+            *s = exp(scale * (*s - top)) * inverse;
         }
     }
 }
 
 kernel! {
-    /// The gradient of the scores of one row of [`softmax_row`] from its probabilities `p`
+    /// The gradient of the scores of one row of a softmax from its probabilities `p`
     /// and, in place, their gradient: `grad = scale * p * (grad - sum(grad * p))`.
     pub fn softmax_backward_row(p: &[f32], grad: &mut [f32], scale: f32) {
         let centre = dot(p, grad);
@@ -304,14 +319,21 @@ mod tests {
         let mut rng = crate::rng::Rng::new(3);
         for (cols, valid) in [(37, 37), (37, 5), (8, 1), (1000, 999)] {
             let row: Vec<f32> = (0..cols).map(|_| (rng.next_f64() as f32 - 0.5) * 20.0).collect();
-            let mut ours = row.clone();
-            softmax_row(&mut ours, valid, 0.3);
             let top = row[..valid].iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
             let e: Vec<f64> = row[..valid].iter().map(|v| (0.3 * (*v as f64 - top)).exp()).collect();
             let sum: f64 = e.iter().sum();
-            for (j, o) in ours.iter().enumerate() {
+            // The forward's exponentials and statistics, then the backward's probabilities.
+            let mut exps = row.clone();
+            let (our_top, our_sum) = exp_row(&mut exps, valid, 0.3);
+            assert_eq!(our_top as f64, top);
+            assert!((our_sum as f64 - sum).abs() <= 1e-6 * sum, "{cols}/{valid}: sum {our_sum} vs {sum}");
+            let mut ours = row.clone();
+            probabilities_row(&mut ours, valid, 0.3, our_top, 1.0 / our_sum);
+            for (j, (o, x)) in ours.iter().zip(&exps).enumerate() {
                 let want = if j < valid { e[j] / sum } else { 0.0 };
                 assert!((*o as f64 - want).abs() <= 1e-6 * want.max(1e-3), "{cols}/{valid} col {j}: {o} vs {want}");
+                let want = if j < valid { e[j] } else { 0.0 };
+                assert!((*x as f64 - want).abs() <= 1e-6 * want.max(1e-3), "{cols}/{valid} exp {j}: {x} vs {want}");
             }
             // The backward: scale * p * (g - <g, p>).
             let g: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
