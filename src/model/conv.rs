@@ -203,10 +203,15 @@ impl CustomOp1 for Unfold {
         let x = f32_slice(storage, layout, "unfold's input")?;
         let (oh, ow) = g.output(h, w);
         let (rows, len) = (c * g.kernel * g.kernel, oh * ow);
-        let mut out = vec![0f32; b * rows * len];
-        for (image, cols) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(rows * len)) {
-            // Rows in parallel, on candle's thread pool (RAYON_NUM_THREADS).
+        // Written row by row in parallel, zeros included (a zeroed allocation would be one
+        // serial pass more).
+        let mut out: Vec<f32> = Vec::with_capacity(b * rows * len);
+        let spare = &mut out.spare_capacity_mut()[..b * rows * len];
+        for (image, cols) in x.chunks_exact(c * h * w).zip(spare.chunks_exact_mut(rows * len)) {
             cols.par_chunks_exact_mut(len).enumerate().for_each(|(row, col)| {
+                col.iter_mut().for_each(|o| {
+                    o.write(0.0);
+                });
                 let (ci, ky, kx) = (row / (g.kernel * g.kernel), row / g.kernel % g.kernel, row % g.kernel);
                 let plane = &image[ci * h * w..(ci + 1) * h * w];
                 let ((y0, y1), (x0, x1)) = (g.inside(oh, h, ky), g.inside(ow, w, kx));
@@ -214,13 +219,20 @@ impl CustomOp1 for Unfold {
                     let (out, src) = (&mut col[oy * ow..][x0..x1], &plane[(oy * g.stride + ky - g.padding) * w..]);
                     let first = x0 * g.stride + kx - g.padding;
                     if g.stride == 1 {
-                        out.copy_from_slice(&src[first..first + out.len()]);
+                        let span = out.len();
+                        out.iter_mut().zip(&src[first..first + span]).for_each(|(o, v)| {
+                            o.write(*v);
+                        });
                     } else {
-                        out.iter_mut().zip(src[first..].iter().step_by(g.stride)).for_each(|(o, v)| *o = *v);
+                        out.iter_mut().zip(src[first..].iter().step_by(g.stride)).for_each(|(o, v)| {
+                            o.write(*v);
+                        });
                     }
                 }
             });
         }
+        // SAFETY: every value of every row was written above (zeros, then the spans inside).
+        unsafe { out.set_len(b * rows * len) };
         Ok((CpuStorage::F32(out), Shape::from((b, rows, len))))
     }
 
