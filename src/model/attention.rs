@@ -17,6 +17,7 @@ use candle_core::{CustomOp3, DType, Result, Tensor};
 
 use super::attention_cpu::Attention;
 use super::handover::{Handover, hand_over};
+use super::heads;
 use super::kernels;
 
 /// How attention is computed.
@@ -38,12 +39,9 @@ pub fn attention(
     causal: bool,
     mode: AttentionMode,
 ) -> Result<Tensor> {
-    let (b, nq, c) = q.dims3()?;
-    let nk = k.dim(1)?;
+    let (_, nq, c) = q.dims3()?;
     let d = c / heads;
-    let split =
-        |t: &Tensor, n: usize| t.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()?.reshape((b * heads, n, d));
-    let (q, k, v) = (split(q, nq)?, split(k, nk)?, split(v, nk)?);
+    let (q, k, v) = (heads::split(q, heads)?, heads::split(k, heads)?, heads::split(v, heads)?);
     let chunk = match mode {
         AttentionMode::Chunked(n) if n > 0 => n.min(nq),
         _ => nq,
@@ -53,7 +51,7 @@ pub fn attention(
     let out = op.forward(&q.detach(), &k.detach(), &v.detach())?;
     op.out.put(out);
     let out = q.apply_op3(&k, &v, op)?;
-    out.reshape((b, heads, nq, d))?.transpose(1, 2)?.contiguous()?.reshape((b, nq, c))
+    heads::merge(&out, heads)
 }
 
 /// The attention of already split heads [b·h, n, d]; `out` holds the forward result computed

@@ -18,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod group_norm;
 pub mod handover;
+pub mod heads;
 pub mod json;
 pub mod kernels;
 pub mod lora;
