@@ -146,7 +146,8 @@ impl AdamW {
         };
         for (_, slot) in &mut self.slots {
             // Detached, so that the moments never hold a graph a gradient might carry.
-            let Some(g) = grads.get(slot.var.as_tensor()).map(Tensor::detach) else { continue };
+            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
+            let g = g.detach().contiguous()?;
             let (p, shape) = (slot.var.as_tensor(), slot.var.shape());
             if let Moments::Full { m, v } = &mut slot.moments
                 && fused_cpu(&[p, &g, m, v])
