@@ -5,8 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, Layout, Result, Shape, Tensor};
 
-use super::conv::f32_slice;
-use super::kernels;
+use super::kernels::{self, f32_slice};
 
 /// `x * sigmoid(x)`, differentiable.
 pub fn silu(x: &Tensor) -> Result<Tensor> {

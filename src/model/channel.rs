@@ -9,8 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::conv::f32_slice;
-use super::kernels;
+use super::kernels::{self, f32_slice};
 
 /// `x + bias`, `bias` holding one value per index of `x`'s dimension `dim`.
 pub fn add_bias(x: &Tensor, bias: &Tensor, dim: usize) -> Result<Tensor> {

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::channel::add_bias;
 use super::handover::{Handover, hand_over};
-use super::kernels;
+use super::kernels::{self, f32_slice};
 
 /// A square-kernel convolution with bias, stride and zero padding on every side.
 #[derive(Clone, Debug)]
@@ -179,14 +179,6 @@ fn unfold_with_ops(xs: &Tensor, g: Geometry) -> Result<Tensor> {
         }
     }
     Tensor::stack(&patches, 2)?.reshape((b, c * g.kernel * g.kernel, oh * ow))
-}
-
-/// The elements of a contiguous f32 tensor on the CPU, or an error naming `what`.
-pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(x), Some((start, end))) => Ok(&x[start..end]),
-        _ => candle_core::bail!("{what} must be a contiguous f32 tensor"),
-    }
 }
 
 /// im2col: [b, c, h, w] to [b, c·k·k, oh·ow], zeros where the kernel reaches the padding.

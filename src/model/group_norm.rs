@@ -17,9 +17,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Resul
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::conv::f32_slice;
 use super::handover::{Handover, hand_over};
-use super::kernels;
+use super::kernels::{self, f32_slice};
 
 /// Group normalisation with learned per-channel scale and shift.
 #[derive(Clone, Debug)]

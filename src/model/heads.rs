@@ -5,8 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::f32_slice;
-use super::kernels;
+use super::kernels::{self, f32_slice};
 
 /// `x` [b, n, heads·d] as heads [b·heads, n, d], differentiable.
 pub fn split(x: &Tensor, heads: usize) -> Result<Tensor> {

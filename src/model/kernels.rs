@@ -10,7 +10,7 @@
 //! uses the instruction, the baseline copy libm's `fmaf`, which is slow, on the rare x86 CPU
 //! without FMA; other architectures have the instruction in their baseline).
 
-use candle_core::{CpuStorage, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Whether every tensor of `ts` is f32 in host memory: the fused CPU passes of the model's ops
@@ -281,15 +281,23 @@ where
     a.par_chunks(a_size).zip(out.par_chunks_mut(out_size)).enumerate().for_each(|(i, (a, out))| f(i * rows, a, out));
 }
 
+/// The elements of a contiguous f32 tensor on the CPU, or an error naming `what`.
+pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(x), Some((start, end))) => Ok(&x[start..end]),
+        _ => candle_core::bail!("{what} must be a contiguous f32 tensor"),
+    }
+}
+
 /// Runs `f` on the values of contiguous f32 tensors in host memory (an error naming `what`
 /// for any other tensor).
 pub fn with_host<R>(ts: &[&Tensor], what: &str, f: impl FnOnce(&[&[f32]]) -> R) -> Result<R> {
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let slices = guards
         .iter()
-        .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(x)), Some((start, end))) => Ok(&x[start..end]),
-            _ => candle_core::bail!("{what} must be contiguous f32 tensors in host memory"),
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(s) => f32_slice(s, layout, what),
+            _ => candle_core::bail!("{what} must be in host memory"),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(f(&slices))
