@@ -325,6 +325,16 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
+        // Without workers of its own (CANDLE_NUM_THREADS=1), the work is split on rayon's
+        // global pool, as candle's other parallel ops are, instead of running on one thread.
+        if self.threads.is_empty() && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let chunk = n_items.div_ceil(rayon::current_num_threads() * 8).max(1);
+            (0..n_items.div_ceil(chunk))
+                .into_par_iter()
+                .for_each(|c| f(c * chunk..n_items.min((c + 1) * chunk)));
+            return;
+        }
         let n_threads = self.threads.len() + 1;
         // ~8 grabs per thread amortizes cursor contention while keeping tail imbalance small
         let chunk = n_items.div_ceil(n_threads * 8).max(1);
