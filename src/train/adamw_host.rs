@@ -1,11 +1,15 @@
-//! AdamW's update of an f32 parameter in host memory with f32 moments, in one parallel pass.
+//! AdamW's update of an f32 parameter in host memory, with f32 or 8-bit moments, in one
+//! parallel pass.
 //!
 //! Composed of candle ops, the update is twelve element-wise passes over the parameter, each
-//! allocating its result, and most of them on one thread (candle's affine map is serial).
-//! Here each value is read once and the new parameter and moments written once, with the
-//! arithmetic of the composed ops in the same order (so the results are the same).
+//! allocating its result, and most of them on one thread (candle's affine map is serial);
+//! with 8-bit moments two more loops dequantise them and two quantise them again. Here each
+//! value is read once and the new parameter and moments written once, with the arithmetic of
+//! the composed ops in the same order (so the results are the same).
 
 use rayon::prelude::*;
+
+use super::quantize::{BLOCK, DynamicMap};
 
 /// Values a parallel task takes at least.
 const PER_TASK: usize = 1 << 14;
@@ -34,6 +38,20 @@ pub struct Step {
     pub decay: f32,
     /// The learning rate.
     pub lr: f32,
+    /// 1 / √(1 - β2ᵗ) (8-bit moments).
+    pub inv_sqrt_bias2: f32,
+    /// lr / (1 - β1ᵗ) (8-bit moments).
+    pub lr_over_bias1: f32,
+}
+
+/// One 8-bit moment of a parameter in host memory (see [`super::quantize`]).
+pub struct Moment8<'a> {
+    /// One code per value, padded to whole blocks; replaced by the new moment's.
+    pub codes: &'a mut [u8],
+    /// Each block's scale; replaced by the new moment's.
+    pub absmax: &'a mut [f32],
+    /// The map the codes index.
+    pub map: &'a DynamicMap,
 }
 
 /// The new parameter and moments from parameter `p`, gradient `g` and moments `m`, `v` (all of
@@ -56,6 +74,44 @@ pub fn update(k: &Step, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> [Vec<f32>
         }
     });
     [p2, m2, v2]
+}
+
+/// The new parameter from parameter `p` and gradient `g`, with 8-bit moments `m` (signed,
+/// keeping its sign) and `v` replaced by the new ones, in the order bitsandbytes' `AdamW8bit`
+/// kernels compute it: `m' = β1 m + (1-β1) g'`, `v' = β2 v + (1-β2) g'²`, `p' = (p - lr/(1-β1ᵗ)
+/// · m' / (√v' / √(1-β2ᵗ) + ε)) (1 - lr λ)`. Each block of [`BLOCK`] values is dequantised,
+/// updated and quantised again on its own, in parallel.
+pub fn update_8bit(k: &Step, p: &[f32], g: &[f32], m: Moment8, v: Moment8) -> Vec<f32> {
+    let n = p.len();
+    let blocks = n.div_ceil(BLOCK);
+    assert!(g.len() == n, "AdamW's inputs differ in length");
+    assert!(m.codes.len() == blocks * BLOCK && v.codes.len() == blocks * BLOCK, "8-bit moments of another length");
+    assert!(m.absmax.len() == blocks && v.absmax.len() == blocks, "8-bit moments with other blocks");
+    let mut p2 = vec![0f32; n];
+    let tasks = p2.par_chunks_mut(PER_TASK).zip(m.codes.par_chunks_mut(PER_TASK)).zip(v.codes.par_chunks_mut(PER_TASK));
+    let tasks = tasks.zip(m.absmax.par_chunks_mut(PER_TASK / BLOCK)).zip(v.absmax.par_chunks_mut(PER_TASK / BLOCK));
+    tasks.enumerate().for_each(|(i, ((((p2, m_codes), v_codes), m_absmax), v_absmax))| {
+        let (mut mf, mut vf) = ([0f32; BLOCK], [0f32; BLOCK]);
+        let blocks = p2.chunks_mut(BLOCK).zip(m_codes.chunks_mut(BLOCK)).zip(v_codes.chunks_mut(BLOCK));
+        for (j, (((p2, m_codes), v_codes), (m_scale, v_scale))) in
+            blocks.zip(m_absmax.iter_mut().zip(v_absmax.iter_mut())).enumerate()
+        {
+            let at = i * PER_TASK + j * BLOCK;
+            let (p, g) = (&p[at..at + p2.len()], &g[at..at + p2.len()]);
+            let values = p2.iter_mut().zip(p).zip(g).zip(mf.iter_mut().zip(vf.iter_mut()));
+            for ((((p2, p), g), (mf, vf)), (mc, vc)) in values.zip(m_codes.iter().zip(v_codes.iter())) {
+                let g = g * k.grad_scale;
+                let (m_old, v_old) = (m.map.value(*mc) * *m_scale, v.map.value(*vc) * *v_scale);
+                *mf = m_old * k.beta1 + g * k.one_minus_beta1;
+                *vf = v_old * k.beta2 + g * g * k.one_minus_beta2;
+                let denom = vf.sqrt() * k.inv_sqrt_bias2 + k.eps;
+                *p2 = (p - (*mf / denom) * k.lr_over_bias1) * k.decay;
+            }
+            *m_scale = m.map.quantize_block(&mf[..p2.len()], m_codes, true);
+            *v_scale = v.map.quantize_block(&vf[..p2.len()], v_codes, false);
+        }
+    });
+    p2
 }
 
 #[cfg(test)]
@@ -85,6 +141,8 @@ mod tests {
             eps: eps as f32,
             decay: (1.0 - lr * wd) as f32,
             lr: lr as f32,
+            inv_sqrt_bias2: (1.0 / bc2.sqrt()) as f32,
+            lr_over_bias1: (lr / bc1) as f32,
         };
         let [p2, m2, v2] = update(&k, &p, &g, &m, &v);
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 
-use super::adamw_host;
+use super::adamw_host::{self, Moment8};
 use super::quantize::{DynamicMap, Quantized};
 use crate::config::OptimizerKind;
 use crate::model::kernels::{fused_cpu, with_host};
@@ -77,6 +77,38 @@ struct Maps {
     unsigned: DynamicMap,
 }
 
+impl Maps {
+    /// The new parameter from the f32 host parameter `p` and gradient `g`, with the 8-bit
+    /// moments `m` and `v` replaced by the new ones, in one parallel pass
+    /// ([`adamw_host::update_8bit`]).
+    fn update_on_host(
+        &self,
+        k: &adamw_host::Step,
+        p: &Tensor,
+        g: &Tensor,
+        m: &mut Quantized,
+        v: &mut Quantized,
+    ) -> Result<Tensor> {
+        let (mut m_codes, mut m_absmax) = (m.codes.to_vec1::<u8>()?, m.absmax.to_vec1::<f32>()?);
+        let (mut v_codes, mut v_absmax) = (v.codes.to_vec1::<u8>()?, v.absmax.to_vec1::<f32>()?);
+        let p2 = with_host(&[p, g], "AdamW's parameter and gradient", |x| {
+            let m8 = Moment8 { codes: &mut m_codes, absmax: &mut m_absmax, map: &self.signed };
+            let v8 = Moment8 { codes: &mut v_codes, absmax: &mut v_absmax, map: &self.unsigned };
+            adamw_host::update_8bit(k, x[0], x[1], m8, v8)
+        })?;
+        let device = p.device();
+        let quantized = |codes: Vec<u8>, absmax: Vec<f32>| -> Result<Quantized> {
+            let (n, blocks) = (codes.len(), absmax.len());
+            Ok(Quantized {
+                codes: Tensor::from_vec(codes, n, device)?,
+                absmax: Tensor::from_vec(absmax, blocks, device)?,
+            })
+        };
+        (*m, *v) = (quantized(m_codes, m_absmax)?, quantized(v_codes, v_absmax)?);
+        Tensor::from_vec(p2, p.shape(), device)
+    }
+}
+
 /// The optimiser.
 pub struct AdamW {
     /// Parameters with their moments, in a fixed order.
@@ -86,6 +118,9 @@ pub struct AdamW {
     /// Hyperparameters.
     pub config: AdamWConfig,
     maps: Option<Maps>,
+    /// Whether f32 parameters in host memory take the fused passes of [`adamw_host`] (always
+    /// but in the tests that hold them to the composed ops).
+    host_passes: bool,
 }
 
 impl AdamW {
@@ -111,7 +146,7 @@ impl AdamW {
                 Ok((name, Slot { var, moments }))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { slots, step: 0, config, maps })
+        Ok(Self { slots, step: 0, config, maps, host_passes: true })
     }
 
     /// The global L2 norm of the gradients of all parameters (missing gradients count 0).
@@ -143,6 +178,8 @@ impl AdamW {
             eps: c.eps as f32,
             decay: (1.0 - lr * c.weight_decay) as f32,
             lr: lr as f32,
+            inv_sqrt_bias2: (1.0 / bc2.sqrt()) as f32,
+            lr_over_bias1: (lr / bc1) as f32,
         };
         for (_, slot) in &mut self.slots {
             // Detached, so that the moments never hold a graph a gradient might carry.
@@ -150,6 +187,7 @@ impl AdamW {
             let g = g.detach().contiguous()?;
             let (p, shape) = (slot.var.as_tensor(), slot.var.shape());
             if let Moments::Full { m, v } = &mut slot.moments
+                && self.host_passes
                 && fused_cpu(&[p, &g, m, v])
             {
                 let [p2, m2, v2] = with_host(&[p, &g, m, v], "AdamW's parameter and moments", |x| {
@@ -157,6 +195,14 @@ impl AdamW {
                 })?;
                 (*m, *v) = (Tensor::from_vec(m2, shape, p.device())?, Tensor::from_vec(v2, shape, p.device())?);
                 slot.var.set(&Tensor::from_vec(p2, shape, p.device())?)?;
+                continue;
+            }
+            if let (Moments::Quantized { m, v }, Some(maps)) = (&mut slot.moments, &self.maps)
+                && self.host_passes
+                && fused_cpu(&[p, &g])
+            {
+                let p2 = maps.update_on_host(&host, p, &g, m, v)?;
+                slot.var.set(&p2)?;
                 continue;
             }
             let g = (g * grad_scale)?;
@@ -172,9 +218,9 @@ impl AdamW {
                 }
                 Moments::Quantized { m, v } => {
                     // bitsandbytes' kernel: the update from the new moments before they are
-                    // quantised, `p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`, then the decay.
+                    // quantised, `p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`, then the decay
+                    // (as `adamw_host::update_8bit` computes it on the CPU).
                     let maps = self.maps.as_ref().expect("8-bit moments have maps");
-                    let shape = slot.var.shape();
                     let (mf, vf) = moment(&maps.signed.dequantize(m, shape)?, &maps.unsigned.dequantize(v, shape)?)?;
                     let denom = ((vf.sqrt()? / bc2.sqrt())? + c.eps)?;
                     let updated = (slot.var.as_tensor() - ((&mf / denom)? * (lr / bc1))?)?;
@@ -326,6 +372,50 @@ mod tests {
             assert!(diff < 2e-6, "{n}: parameters differ by {diff} after the first step");
         }
         assert!(opt.state_bytes() < (5600 + 4096) * 8 / 3, "8-bit moments: {} bytes", opt.state_bytes());
+    }
+
+    /// The fused passes on the CPU give the parameters and moments the composed candle ops
+    /// (which other devices run) give, to the bit, over several steps: f32 moments, and 8-bit
+    /// ones with a partial last block.
+    #[test]
+    fn host_passes_match_the_composed_ops_exactly() {
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
+        let mut rng = crate::rng::Rng::new(5);
+        let shapes = [(3 * (1 << 14) / 100 + 7, 100), (80, 70)];
+        let starts: Vec<Tensor> =
+            shapes.iter().map(|s| Tensor::from_vec(rng.normals_f32(s.0 * s.1), *s, &Device::Cpu).unwrap()).collect();
+        let grads: Vec<Vec<Tensor>> = (0..3)
+            .map(|_| {
+                shapes.iter().map(|s| Tensor::from_vec(rng.normals_f32(s.0 * s.1), *s, &Device::Cpu).unwrap()).collect()
+            })
+            .collect();
+        for kind in [OptimizerKind::Adamw, OptimizerKind::Adamw8bit] {
+            let run = |host_passes: bool| {
+                let vars: Vec<Var> = starts.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+                let params = vars.iter().enumerate().map(|(i, v)| (format!("p{i}"), v.clone())).collect();
+                let mut opt = AdamW::new(params, cfg, kind).unwrap();
+                opt.host_passes = host_passes;
+                for (step, g) in grads.iter().enumerate() {
+                    let mut loss = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu).unwrap();
+                    for (v, g) in vars.iter().zip(g) {
+                        loss = (loss + (v.as_tensor() * g).unwrap().sum_all().unwrap()).unwrap();
+                    }
+                    opt.step(&loss.backward().unwrap(), 1e-3 * (step + 1) as f64, 0.8).unwrap();
+                }
+                let mut state: Vec<(String, Tensor)> = opt.state().unwrap().into_iter().collect();
+                state.extend(vars.iter().enumerate().map(|(i, v)| (format!("param{i}"), v.as_tensor().clone())));
+                state.sort_by(|a, b| a.0.cmp(&b.0));
+                state
+            };
+            let (fused, composed) = (run(true), run(false));
+            assert_eq!(fused.len(), composed.len());
+            for ((name, a), (_, b)) in fused.iter().zip(&composed) {
+                let bytes = |t: &Tensor| {
+                    t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap()
+                };
+                assert_eq!(bytes(a), bytes(b), "{kind:?}: {name}");
+            }
+        }
     }
 
     /// With gradients of a steady scale, 8-bit moments follow the f32 ones closely; the first

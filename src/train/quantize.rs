@@ -85,28 +85,48 @@ impl DynamicMap {
         }
     }
 
+    /// The code of `v` in a block of scale `scale` (with `keep_sign`, as
+    /// [`DynamicMap::quantize_keeping_sign`] picks it).
+    fn code(&self, v: f32, scale: f32, keep_sign: bool) -> u8 {
+        let index = self.host_bounds.partition_point(|m| *m < (v / scale).clamp(-1.0, 1.0));
+        let value = self.host_codes[index];
+        let shifted = match () {
+            _ if keep_sign && v > 0.0 && value < 0.0 => index + 1,
+            _ if keep_sign && v < 0.0 && value >= 0.0 => index.saturating_sub(1),
+            _ => index,
+        };
+        shifted.min(255) as u8
+    }
+
+    /// One block of at most [`BLOCK`] `values` quantised into `codes` (the block's [`BLOCK`]
+    /// codes: those past the values get the code of zero, as padding); returns the block's
+    /// scale. What [`DynamicMap::quantize`] (with `keep_sign`,
+    /// [`DynamicMap::quantize_keeping_sign`]) does to each block, in host memory.
+    pub fn quantize_block(&self, values: &[f32], codes: &mut [u8], keep_sign: bool) -> f32 {
+        let scale = values.iter().fold(1e-38f32, |m, v| m.max(v.abs()));
+        let (used, padding) = codes.split_at_mut(values.len());
+        for (v, code) in values.iter().zip(used) {
+            *code = self.code(*v, scale, keep_sign);
+        }
+        padding.fill(self.code(0.0, 1.0, keep_sign));
+        scale
+    }
+
+    /// The value code `code` stands for in a block of scale 1.
+    pub fn value(&self, code: u8) -> f32 {
+        self.host_codes[code as usize]
+    }
+
     /// [`DynamicMap::quantize`] (with `keep_sign`, [`DynamicMap::quantize_keeping_sign`]) as
     /// one loop over the values in host memory.
     fn quantize_on_host(&self, x: &Tensor, keep_sign: bool) -> Result<Quantized> {
         let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let blocks = flat.len().div_ceil(BLOCK).max(1);
-        let code_of = |v: f32, scale: f32| {
-            let index = self.host_bounds.partition_point(|m| *m < (v / scale).clamp(-1.0, 1.0));
-            let value = self.host_codes[index];
-            let shifted = match () {
-                _ if keep_sign && v > 0.0 && value < 0.0 => index + 1,
-                _ if keep_sign && v < 0.0 && value >= 0.0 => index.saturating_sub(1),
-                _ => index,
-            };
-            shifted.min(255) as u8
-        };
-        let mut codes = vec![code_of(0.0, 1.0); blocks * BLOCK];
+        // (An empty tensor still has one block, of padding.)
+        let mut codes = vec![self.code(0.0, 1.0, keep_sign); blocks * BLOCK];
         let mut absmax = vec![1e-38f32; blocks];
         for ((block, out), scale) in flat.chunks(BLOCK).zip(codes.chunks_mut(BLOCK)).zip(&mut absmax) {
-            *scale = block.iter().fold(1e-38f32, |m, v| m.max(v.abs()));
-            for (v, code) in block.iter().zip(out) {
-                *code = code_of(*v, *scale);
-            }
+            *scale = self.quantize_block(block, out, keep_sign);
         }
         Ok(Quantized { codes: Tensor::new(codes, x.device())?, absmax: Tensor::new(absmax, x.device())? })
     }
@@ -172,7 +192,7 @@ impl DynamicMap {
         let (codes, absmax) = (q.codes.to_vec1::<u8>()?, q.absmax.to_vec1::<f32>()?);
         let mut values = Vec::with_capacity(codes.len());
         for (block, scale) in codes.chunks(BLOCK).zip(&absmax) {
-            values.extend(block.iter().map(|c| self.host_codes[*c as usize] * scale));
+            values.extend(block.iter().map(|c| self.value(*c) * scale));
         }
         values.truncate(shape.elem_count());
         Tensor::from_vec(values, shape, q.codes.device())
