@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::adamw_host::{self, Moment8};
 use super::quantize::{DynamicMap, Quantized};
@@ -154,7 +154,7 @@ impl AdamW {
         let mut total = 0f64;
         for (_, slot) in &self.slots {
             if let Some(g) = grads.get(slot.var.as_tensor()) {
-                total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
         }
         Ok(total.sqrt())
@@ -264,18 +264,35 @@ impl AdamW {
     /// (moments of another optimiser or parameter set).
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
         let get = |key: String| state.get(&key).ok_or(format!("no `{key}` (saved by another optimiser?)"));
+        // A tensor of the dtype and number of values the optimiser keeps under `key`.
+        let fitting = |key: String, dtype: DType, count: usize| -> std::result::Result<&Tensor, String> {
+            let t = get(key.clone())?;
+            if t.dtype() != dtype || t.elem_count() != count {
+                return Err(format!(
+                    "`{key}` holds {} {:?} values where {count} {dtype:?} values belong (saved for another parameter?)",
+                    t.elem_count(),
+                    t.dtype()
+                ));
+            }
+            Ok(t)
+        };
         for (name, slot) in &mut self.slots {
-            let device = slot.var.device().clone();
+            let (device, shape, dtype) = (slot.var.device().clone(), slot.var.shape().clone(), slot.var.dtype());
             let on = |t: &Tensor| t.to_device(&device).map_err(|e| e.to_string());
+            let n = shape.elem_count();
             match &mut slot.moments {
                 Moments::Full { m, v } => {
-                    (*m, *v) = (on(get(format!("m.{name}"))?)?, on(get(format!("v.{name}"))?)?);
+                    let moment = |which: &str| -> std::result::Result<Tensor, String> {
+                        on(fitting(format!("{which}.{name}"), dtype, n)?)?.reshape(&shape).map_err(|e| e.to_string())
+                    };
+                    (*m, *v) = (moment("m")?, moment("v")?);
                 }
                 Moments::Quantized { m, v } => {
+                    let blocks = n.div_ceil(super::quantize::BLOCK);
                     let q = |which: &str| -> std::result::Result<Quantized, String> {
                         Ok(Quantized {
-                            codes: on(get(format!("{which}.{name}"))?)?,
-                            absmax: on(get(format!("{which}_absmax.{name}"))?)?,
+                            codes: on(fitting(format!("{which}.{name}"), DType::U8, blocks * super::quantize::BLOCK)?)?,
+                            absmax: on(fitting(format!("{which}_absmax.{name}"), DType::F32, blocks)?)?,
                         })
                     };
                     (*m, *v) = (q("m8")?, q("v8")?);
@@ -415,6 +432,27 @@ mod tests {
                 };
                 assert_eq!(bytes(a), bytes(b), "{kind:?}: {name}");
             }
+        }
+    }
+
+    /// Moments of the wrong size or dtype are refused with the key that holds them, not taken
+    /// (the fused passes would index past them).
+    #[test]
+    fn state_of_another_shape_is_refused_by_name() {
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
+        for kind in [OptimizerKind::Adamw, OptimizerKind::Adamw8bit] {
+            let var = Var::zeros((64, 80), DType::F32, &Device::Cpu).unwrap();
+            let mut opt = AdamW::new(vec![("w".into(), var.clone())], cfg, kind).unwrap();
+            let mut state = opt.state().unwrap();
+            opt.load_state(&state).unwrap();
+            let key = if kind == OptimizerKind::Adamw { "v.w" } else { "v8.w" };
+            let short = state[key].flatten_all().unwrap().narrow(0, 0, 10).unwrap();
+            state.insert(key.into(), short);
+            let err = opt.load_state(&state).unwrap_err();
+            assert!(err.contains(&format!("`{key}` holds 10 ")), "{err}");
+            let retyped = state[if kind == OptimizerKind::Adamw { "m.w" } else { "m8_absmax.w" }].to_dtype(DType::F64);
+            state.insert(if kind == OptimizerKind::Adamw { "m.w" } else { "m8_absmax.w" }.into(), retyped.unwrap());
+            assert!(opt.load_state(&state).unwrap_err().contains("F64"));
         }
     }
 
