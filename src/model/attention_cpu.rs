@@ -1,6 +1,6 @@
 //! The attention of the CPU in f32, forward and backward, fused and tiled over queries.
 //!
-//! Each task takes one head and a block of [`BLOCK`] queries: it multiplies them with the
+//! Each task takes one head and a block of `BLOCK` queries: it multiplies them with the
 //! keys, exponentiates the scores row by row in place ([`kernels::exp_row`]), multiplies them
 //! with the values and divides each output row by its scores' sum (`depth` divisions where a
 //! softmax first would make `keys`), all in one scratch buffer of `block × keys` scores that
@@ -43,7 +43,7 @@ pub struct Attention {
     pub scale: f32,
     /// Whether query `i` sees keys `0..=i` only.
     pub causal: bool,
-    /// Queries a task takes at most (at most [`BLOCK`] are used).
+    /// Queries a task takes at most (at most `BLOCK` are used).
     pub block: usize,
 }
 

@@ -2,8 +2,8 @@
 //!
 //! candle 0.11's CPU convolution reaches about 7 GFLOP/s on the tiny model's 3x3 layers, and
 //! its backward pass goes through a direct transposed convolution that is slower still. Here a
-//! convolution unfolds its input into columns ([`Unfold`], whose backward pass folds gradients
-//! back, [`Fold`]) and multiplies them with the kernel as a matrix, so both passes run in the
+//! convolution unfolds its input into columns (`Unfold`, whose backward pass folds gradients
+//! back, `Fold`) and multiplies them with the kernel as a matrix, so both passes run in the
 //! gemm kernels candle's matmul uses. On other devices and dtypes the same unfold is composed of
 //! candle ops (padding, narrowing, stacking; their backward passes are candle's), so a GPU
 //! build also convolves as one matrix multiply (cuBLAS) each way and never uses candle's
@@ -50,7 +50,7 @@ impl Geometry {
 }
 
 impl Conv2d {
-    /// `weight` [out, in, k, k] and `bias` [out] under `vb`, initialised as candle-nn's
+    /// `weight` \[out, in, k, k\] and `bias` \[out\] under `vb`, initialised as candle-nn's
     /// `conv2d` initialises new ones.
     pub fn new(
         in_ch: usize,

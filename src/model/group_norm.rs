@@ -9,7 +9,7 @@
 //! `dγ = Σ dy·x̂`, `dβ = Σ dy` per channel. Statistics are accumulated in f64, and each
 //! backward op recomputes them (one read of the input) rather than keeping them from the
 //! forward pass. Other devices and dtypes compute the same two passes with candle ops
-//! ([`Generic`]: statistics in f32, the forward pass keeping no graph, the backward pass the
+//! (`Generic`: statistics in f32, the forward pass keeping no graph, the backward pass the
 //! same formulas), so a GPU build normalises as the CPU does instead of through candle-nn's
 //! composed group norm and its graph of temporaries.
 

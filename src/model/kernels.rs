@@ -299,7 +299,7 @@ kernel! {
 
 /// Runs `f(first_row, rows_of_a, rows_of_out)` on matching runs of rows of `a` (rows of
 /// `a_row` values) and `out` (rows of `out_row` values) in parallel on rayon's pool, with at
-/// least [`PER_TASK`] values of `a` a task.
+/// least `PER_TASK` values of `a` a task.
 pub fn par_rows<F>(a: &[f32], a_row: usize, out: &mut [f32], out_row: usize, f: F)
 where
     F: Fn(usize, &[f32], &mut [f32]) + Sync,

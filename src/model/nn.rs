@@ -64,7 +64,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// The layer `name` with `weight` [out, in] and `bias` [out].
+    /// The layer `name` with `weight` \[out, in\] and `bias` \[out\].
     pub fn new(weight: Tensor, bias: Option<Tensor>, name: impl Into<String>) -> Self {
         Self { inner: candle_nn::Linear::new(weight, bias), name: name.into(), adapter: None }
     }

@@ -46,7 +46,7 @@ pub struct SchedulerConfig {
     /// Added to every inference timestep (`leading` spacing).
     #[serde(default)]
     pub steps_offset: usize,
-    /// Whether the final step's "previous" alpha is 1 or alphas_cumprod[0].
+    /// Whether the final step's "previous" alpha is 1 or `alphas_cumprod[0]`.
     #[serde(default = "yes")]
     pub set_alpha_to_one: bool,
     /// `leading`, `trailing` or `linspace`.

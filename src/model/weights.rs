@@ -4,7 +4,7 @@
 //! file and reports every missing or mis-shaped tensor by name and shape at once; tensors the
 //! architecture does not use (e.g. `position_ids` buffers in older CLIP saves) are ignored.
 //! A tensor is also found under the names other versions of the tools write (see
-//! [`candidates`]), so folders saved by older and newer diffusers and transformers load.
+//! `candidates`), so folders saved by older and newer diffusers and transformers load.
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The scheduler: runs a sweep's runs to their end, each in its own training process, on one
 //! of two backends.
 //!
-//! - [`dispatch`]: the one loop (claims through the lineage store, retries, immediate-failure
+//! - [`dispatch()`]: the one loop (claims through the lineage store, retries, immediate-failure
 //!   counting, fail-fast, stop escalation, Hyperband early termination, the summary) behind the
 //!   [`dispatch::Backend`] trait, with [`propose`] making a bayes sweep's runs as slots free up;
 //! - [`local`]: child processes on this machine's slots ([`slots`], [`gpus`]);

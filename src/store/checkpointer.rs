@@ -25,7 +25,7 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the store at `path` every [`INTERVAL`], with a connection of its own.
+    /// Starts checkpointing the store at `path` every `INTERVAL`, with a connection of its own.
     pub fn spawn(path: &Path) -> Result<Self, StoreError> {
         let store = Store::open(path)?;
         let (stop, stopped) = sync_channel::<()>(0);

@@ -5,7 +5,7 @@
 //!
 //! - `latents.S.M` [rows, c, h, w]: the clean latents of step `S`, micro-batch `M`, already
 //!   scaled by the VAE's factor (instance rows, then class rows);
-//! - `noise.S.M` (same shape) and `timesteps.S.M` [rows] (integers);
+//! - `noise.S.M` (same shape) and `timesteps.S.M` \[rows\] (integers);
 //! - optionally `init.unet.LAYER.lora_A.weight` (and `lora_B`, and `init.text_encoder.`...,
 //!   with or without `text_model.`): the adapters' starting values, replacing the seeded ones.
 //!

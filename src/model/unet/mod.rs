@@ -197,7 +197,7 @@ impl UNet2DConditionModel {
         if self.flip_sin_to_cos { Tensor::cat(&[cos, sin], 1) } else { Tensor::cat(&[sin, cos], 1) }
     }
 
-    /// Predicts noise (or v) for `latents` [b, c, h, w] at `timesteps` [b] given text embeddings
+    /// Predicts noise (or v) for `latents` \[b, c, h, w\] at `timesteps` \[b\] given text embeddings
     /// `context` [b, tokens, dim]. Height and width must be multiples of 2^(levels-1).
     pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let temb = self.time_proj(timesteps)?.to_dtype(latents.dtype())?;

@@ -6,9 +6,9 @@
 //! `CUDA_VISIBLE_DEVICES`); the trainer records its own metrics, checkpoints and end status in
 //! the lineage store, exactly as under the local backend. The backend follows its jobs with
 //! `squeue` (and `sacct`, or `sacct -c` where there is no slurmdbd, for jobs that left the
-//! queue) and maps each job's final state to a verdict ([`state::verdict`]); retries, failure
+//! queue) and maps each job's final state to a verdict (`state::verdict`); retries, failure
 //! counting, early termination and stop escalation are the dispatch loop's
-//! ([`super::dispatch`]). A graceful stop is `scancel --signal=INT --full` for a running job
+//! ([`super::dispatch()`]). A graceful stop is `scancel --signal=INT --full` for a running job
 //! (the trainer checkpoints and exits) and a cancel for a pending one; a kill is `scancel`
 //! (SIGTERM, then SIGKILL); the third stop request stops following the jobs.
 //!
