@@ -25,17 +25,25 @@ pub fn fused_cpu(ts: &[&Tensor]) -> bool {
 /// Values a parallel task takes at least (smaller work runs on the calling thread).
 const PER_TASK: usize = 1 << 14;
 
-/// `e^x` for one value (for kernels: see the module documentation on fused multiply-adds); `x` is clamped to `[-87.3, 88.3]`, so it never overflows and tiny
-/// results stay normal numbers (NaN stays NaN).
+/// Adding 1.5 · 2^23 to a float within ±2^22 rounds it to an integer held in the low
+/// mantissa bits: `n` as a float (subtracting it again) and, through [`power_of_two`], as an
+/// exponent, without a float-to-int conversion (which does not vectorise).
+const ROUND: f32 = 12_582_912.0;
+
+/// `2^n` for `t = n + ROUND`, `n` an integer within [-126, 127], from its exponent bits.
+#[inline(always)]
+fn power_of_two(t: f32) -> f32 {
+    f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
+}
+
+/// `e^x` for one value (for kernels: see the module documentation on fused multiply-adds);
+/// `x` is clamped to `[-87.3, 88.3]`, so it never overflows and tiny results stay normal
+/// numbers (NaN stays NaN).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits: n, as a float and
-    // (subtracting the constant's bits) as an integer, without a float-to-int conversion
-    // (which does not vectorise).
-    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
@@ -46,9 +54,7 @@ pub fn exp(x: f32) -> f32 {
         .mul_add(r, 4.166_579_6e-2)
         .mul_add(r, 1.666_666_5e-1)
         .mul_add(r, 0.5);
-    let y = p.mul_add(r * r, r) + 1.0;
-    // 2^n from its exponent bits (n is within [-126, 127] after the clamp).
-    y * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
+    (p.mul_add(r * r, r) + 1.0) * power_of_two(t)
 }
 
 /// `2^x` for one value (for kernels, as [`exp`]); `x` is clamped to `[-126, 127]`, so the
@@ -58,21 +64,16 @@ pub fn exp(x: f32) -> f32 {
 /// exponents are scaled by `log2(e)` once per row.
 #[inline(always)]
 fn pow2(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0;
-    // Comparisons, not f32::clamp's asserting twin: `x < lo` is false for NaN, which stays.
-    let x = if x < -126.0 { -126.0 } else { x };
-    let x = if x > 127.0 { 127.0 } else { x };
-    // As in `exp`: adding 1.5 * 2^23 rounds to the integer n, held in the low mantissa bits.
+    let x = x.clamp(-126.0, 127.0);
     let t = x + ROUND;
-    let n = t - ROUND;
-    let f = x - n;
+    let f = x - (t - ROUND);
     let p = 1.535_336_2e-4f32
         .mul_add(f, 1.339_887_4e-3)
         .mul_add(f, 9.618_437e-3)
         .mul_add(f, 5.550_332_5e-2)
         .mul_add(f, 2.402_264_8e-1)
         .mul_add(f, 6.931_472e-1);
-    p.mul_add(f, 1.0) * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
+    p.mul_add(f, 1.0) * power_of_two(t)
 }
 
 /// Defines `pub fn NAME(ARGS)` running `BODY` compiled for AVX2 + FMA where the CPU has them,
