@@ -12,7 +12,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::adamw_host::{self, Moment8};
-use super::quantize::{DynamicMap, Quantized};
+use super::quantize::{BLOCK, DynamicMap, Quantized};
 use crate::config::OptimizerKind;
 use crate::model::kernels::{fused_cpu, with_host};
 
@@ -38,8 +38,8 @@ pub const MIN_8BIT_SIZE: usize = 4096;
 pub fn state_bytes(n: usize, kind: OptimizerKind) -> usize {
     match kind {
         OptimizerKind::Adamw8bit if n >= MIN_8BIT_SIZE => {
-            let blocks = n.div_ceil(super::quantize::BLOCK);
-            2 * (blocks * super::quantize::BLOCK + 4 * blocks)
+            let blocks = n.div_ceil(BLOCK);
+            2 * (blocks * BLOCK + 4 * blocks)
         }
         _ => 8 * n,
     }
@@ -288,10 +288,10 @@ impl AdamW {
                     (*m, *v) = (moment("m")?, moment("v")?);
                 }
                 Moments::Quantized { m, v } => {
-                    let blocks = n.div_ceil(super::quantize::BLOCK);
+                    let blocks = n.div_ceil(BLOCK);
                     let q = |which: &str| -> std::result::Result<Quantized, String> {
                         Ok(Quantized {
-                            codes: on(fitting(format!("{which}.{name}"), DType::U8, blocks * super::quantize::BLOCK)?)?,
+                            codes: on(fitting(format!("{which}.{name}"), DType::U8, blocks * BLOCK)?)?,
                             absmax: on(fitting(format!("{which}_absmax.{name}"), DType::F32, blocks)?)?,
                         })
                     };
@@ -361,8 +361,7 @@ mod tests {
                 assert!((ours - theirs).abs() <= 2.0 * f32::EPSILON * theirs.abs(), "{key}: {ours} vs {theirs}");
             }
         }
-        let codes =
-            |t: &Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::U32).unwrap().to_vec1::<u32>().unwrap();
+        let codes = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::U32).unwrap().to_vec1::<u32>().unwrap();
         let x = &f["quantize.input"];
         for (signed, label, data) in [(true, "signed", x.clone()), (false, "unsigned", x.sqr().unwrap())] {
             let q = DynamicMap::new(signed, &Device::Cpu).unwrap().quantize(&data).unwrap();
@@ -377,7 +376,7 @@ mod tests {
         let params = names.iter().map(|n| n.to_string()).zip(vars.iter().cloned()).collect();
         let mut opt = AdamW::new(params, cfg, OptimizerKind::Adamw8bit).unwrap();
         assert!(matches!(opt.slots[2].1.moments, Moments::Full { .. }), "small parameters keep f32 moments");
-        let mut loss = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut loss = Tensor::zeros((), DType::F32, &Device::Cpu).unwrap();
         for (n, v) in names.iter().zip(&vars) {
             loss = (loss + (v.as_tensor() * &f[&format!("grad.{n}.0")]).unwrap().sum_all().unwrap()).unwrap();
         }
@@ -413,7 +412,7 @@ mod tests {
                 let mut opt = AdamW::new(params, cfg, kind).unwrap();
                 opt.host_passes = host_passes;
                 for (step, g) in grads.iter().enumerate() {
-                    let mut loss = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu).unwrap();
+                    let mut loss = Tensor::zeros((), DType::F32, &Device::Cpu).unwrap();
                     for (v, g) in vars.iter().zip(g) {
                         loss = (loss + (v.as_tensor() * g).unwrap().sum_all().unwrap()).unwrap();
                     }
@@ -427,9 +426,8 @@ mod tests {
             let (fused, composed) = (run(true), run(false));
             assert_eq!(fused.len(), composed.len());
             for ((name, a), (_, b)) in fused.iter().zip(&composed) {
-                let bytes = |t: &Tensor| {
-                    t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap()
-                };
+                let bytes =
+                    |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
                 assert_eq!(bytes(a), bytes(b), "{kind:?}: {name}");
             }
         }
@@ -450,8 +448,9 @@ mod tests {
             state.insert(key.into(), short);
             let err = opt.load_state(&state).unwrap_err();
             assert!(err.contains(&format!("`{key}` holds 10 ")), "{err}");
-            let retyped = state[if kind == OptimizerKind::Adamw { "m.w" } else { "m8_absmax.w" }].to_dtype(DType::F64);
-            state.insert(if kind == OptimizerKind::Adamw { "m.w" } else { "m8_absmax.w" }.into(), retyped.unwrap());
+            let key = if kind == OptimizerKind::Adamw { "m.w" } else { "m8_absmax.w" };
+            let retyped = state[key].to_dtype(DType::F64).unwrap();
+            state.insert(key.into(), retyped);
             assert!(opt.load_state(&state).unwrap_err().contains("F64"));
         }
     }

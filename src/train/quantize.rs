@@ -108,7 +108,9 @@ impl DynamicMap {
         for (v, code) in values.iter().zip(used) {
             *code = self.code(*v, scale, keep_sign);
         }
-        padding.fill(self.code(0.0, 1.0, keep_sign));
+        if !padding.is_empty() {
+            padding.fill(self.code(0.0, 1.0, keep_sign));
+        }
         scale
     }
 
