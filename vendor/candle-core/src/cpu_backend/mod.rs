@@ -1480,10 +1480,11 @@ impl Map2 for MatMul {
 
         // gemm writes every value of dst without reading it (read_dst is false) when k > 0,
         // so only an empty product needs the zeros.
+        let dst_len = b * m * n;
         let mut dst: Vec<T> = if k == 0 {
-            vec![T::zero(); b * m * n]
+            vec![T::zero(); dst_len]
         } else {
-            Vec::with_capacity(b * m * n)
+            Vec::with_capacity(dst_len)
         };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
@@ -1491,7 +1492,6 @@ impl Map2 for MatMul {
         } else {
             Parallelism::None
         };
-        let dst_len = b * m * n;
         let (b, m, n, k) = if b_skip == 0 && a_skip == m * k {
             // A batch-invariant rhs lets the batches of lhs stack into the rows of a single
             // (b * m, k) matrix, which the destination already matches row for row.
